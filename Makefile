@@ -1,0 +1,81 @@
+# The project's vocabulary. Every variable can be set by the caller (`?=`): the caller wins.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV_VERSION ?= 0.13.9
+
+# Warehouse configuration (README "Configuration"). Exported so dbt, Dagster and Python see it.
+DEMO_DIR ?= $(CURDIR)/data/demo
+export CW_RAW_DIR ?= $(DEMO_DIR)
+export CW_WAREHOUSE_PATH ?= $(CURDIR)/data/warehouse.duckdb
+export CW_AS_OF_DATE ?=
+export DBT_PROFILES_DIR ?= $(CURDIR)
+
+# Demo data
+DEMO_CUSTOMERS ?= 5000
+DEMO_SEED ?= 42
+DEMO_DIRTY_RATE ?= 0.003
+DEMO_FORMAT ?= csv
+
+# Tests: extra pytest arguments, e.g. make test PYTEST_ARGS="-k staging"
+PYTEST_ARGS ?=
+
+.PHONY: help install demo-data load dbt-build run test lint format docs bench dev clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+install: $(BIN)/.installed  ## create .venv from requirements.lock
+
+lock:  ## re-resolve requirements.lock from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+		--generate-hashes --quiet -o requirements.lock
+
+demo-data: install  ## generate demo data into data/demo (DEMO_CUSTOMERS, DEMO_SEED, ...)
+	$(BIN)/python -m customer_warehouse.demo_data --out $(DEMO_DIR) \
+		--customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED) \
+		--dirty-rate $(DEMO_DIRTY_RATE) --format $(DEMO_FORMAT)
+
+# Demo data is generated only when the caller did not point CW_RAW_DIR elsewhere.
+ensure-raw-data: install
+	@if [ "$(CW_RAW_DIR)" = "$(DEMO_DIR)" ] && [ ! -e "$(DEMO_DIR)/orders.csv" ] \
+		&& [ ! -e "$(DEMO_DIR)/orders.parquet" ]; then $(MAKE) --no-print-directory demo-data; fi
+
+run: ensure-raw-data  ## install, generate demo data if needed, build the whole warehouse
+	@mkdir -p $(dir $(CW_WAREHOUSE_PATH))
+	$(BIN)/python -m customer_warehouse.raw_load
+	$(BIN)/dbt seed --quiet
+	$(BIN)/dbt build
+
+test: install  ## install and run the whole suite (pytest; it runs dbt build and the linters)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install  ## sqlfluff + ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/sqlfluff lint models macros tests/dbt snapshots
+
+format: install  ## fix what the linters can fix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	$(BIN)/sqlfluff fix models tests/dbt snapshots
+
+docs: install  ## dbt docs (lineage, every model and column) into target/
+	$(BIN)/dbt docs generate
+
+bench: install  ## speed and memory benchmarks (docs/benchmarks.md)
+	$(BIN)/python benchmarks/bench_demo_data.py
+	$(BIN)/python benchmarks/bench_predictions.py
+
+clean:  ## remove generated files (keeps .venv)
+	rm -rf target logs data reports .dagster_home

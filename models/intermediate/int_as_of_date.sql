@@ -1,0 +1,29 @@
+{#-
+    One row: the date the warehouse is computed as of (read everywhere through the macro
+    `as_of_date()`). It is the requested date (`--vars as_of_date` or env CW_AS_OF_DATE), else
+    the last accepted order date, else the run date when there are no orders at all.
+-#}
+with
+
+orders as (
+    select ordered_date from {{ ref('stg_shop__orders') }}
+),
+
+last_order as (
+    select max(ordered_date) as last_order_date from orders
+),
+
+final as (
+    select
+        {%- if as_of_date_var() %}
+        cast('{{ as_of_date_var() }}' as date) as as_of_date,
+        'requested' as as_of_date_source,
+        {%- else %}
+        coalesce(last_order_date, cast({{ run_started_utc() }} as date)) as as_of_date,
+        'last_order_date' as as_of_date_source,
+        {%- endif %}
+        last_order_date
+    from last_order
+)
+
+select * from final

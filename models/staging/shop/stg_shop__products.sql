@@ -1,0 +1,18 @@
+with
+
+checked as (
+    select * from {{ ref('base_shop__products') }}
+    where reject_reason is null
+),
+
+final as (
+    select
+        product_id,
+        product_name,
+        category,
+        source_file,
+        source_row
+    from checked
+)
+
+select * from final
