@@ -23,7 +23,12 @@ DEMO_FORMAT ?= csv
 # Tests: extra pytest arguments, e.g. make test PYTEST_ARGS="-k staging"
 PYTEST_ARGS ?=
 
-.PHONY: help install demo-data load dbt-build run test lint format docs bench dev clean
+.PHONY: config help install lock ensure-raw-data demo-data load dbt-build run test lint format docs bench dev clean
+
+config:  ## print the effective configuration (environment wins over defaults)
+	@echo "CW_RAW_DIR=$(CW_RAW_DIR)"
+	@echo "CW_WAREHOUSE_PATH=$(CW_WAREHOUSE_PATH)"
+	@echo "CW_AS_OF_DATE=$(CW_AS_OF_DATE)"
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'

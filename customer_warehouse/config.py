@@ -56,8 +56,9 @@ def parse_as_of_date(value: str | None) -> date | None:
         ) from None
 
 
-def load_settings(environ: Mapping[str, str] | None = None, *, require_raw_dir: bool = True
-                  ) -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, require_raw_dir: bool = True
+) -> Settings:
     """Read and check the CW_* variables.
 
     `require_raw_dir=False` lets commands that create the folder (the demo generator) run

@@ -52,8 +52,17 @@ SOURCES: tuple[SourceSpec, ...] = (
         "customers",
         required=("customer_id",),
         optional=(
-            "signed_up_at", "birth_date", "gender", "country", "province", "city", "email",
-            "phone", "full_name", "acquisition_channel", "marketing_consent",
+            "signed_up_at",
+            "birth_date",
+            "gender",
+            "country",
+            "province",
+            "city",
+            "email",
+            "phone",
+            "full_name",
+            "acquisition_channel",
+            "marketing_consent",
         ),
     ),
     SourceSpec("order_items", required=("order_id", "product_id", "quantity", "unit_price")),
@@ -209,7 +218,9 @@ def load_raw(con: duckdb.DuckDBPyConnection, raw_dir: Path, *, log=print) -> lis
             con.execute(
                 f"create or replace table {RAW_SCHEMA}.{spec.name} as "
                 f"select *, '{path.name if path else ''}' as _source_file, "
-                "rowid + 1 as _source_row from _loading"
+                # rowids of a table written inside a transaction carry an offset: subtract it.
+                "rowid - (select coalesce(min(rowid), 0) from _loading) + 1 as _source_row "
+                "from _loading order by rowid"
             )
             con.execute("drop table _loading")
             rows = con.execute(f"select count(*) from {RAW_SCHEMA}.{spec.name}").fetchone()[0]

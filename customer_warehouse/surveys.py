@@ -435,7 +435,9 @@ def _read_json_records(name: str, text: str) -> Iterator[_Record]:
 
 
 def _read_csv_records(name: str, text: str) -> Iterator[_Record]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # strict: an unterminated quote fails the file instead of silently swallowing the rows
+    # that follow it into one field.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
         if header is None:
@@ -477,7 +479,8 @@ def _read_csv_records(name: str, text: str) -> Iterator[_Record]:
     except csv.Error as exc:
         raise SurveyFileError(
             f"Survey file {name!r} is not a readable CSV (line {reader.line_num}: {exc}). "
-            "Check quoting and stray NUL bytes, export it again and put it back."
+            "Check the quotes around that line (every opening quote needs a closing one), export "
+            "it again and put it back."
         ) from exc
     yield from records
 
@@ -519,7 +522,10 @@ def _validate(
     satisfaction = _parse_int(sat_raw)
     if satisfaction is _NOT_INT:
         return "satisfaction_not_integer"
-    if satisfaction is not None and not SATISFACTION_RANGE[0] <= satisfaction <= SATISFACTION_RANGE[1]:
+    if (
+        satisfaction is not None
+        and not SATISFACTION_RANGE[0] <= satisfaction <= SATISFACTION_RANGE[1]
+    ):
         return "satisfaction_out_of_range"
 
     tags = _split_tags(record.get("need_tags"))

@@ -1,0 +1,1236 @@
+"""Purchase predictions: BG/NBD (repeat purchases and dropout) and Gamma-Gamma (spend).
+
+Why this module exists
+----------------------
+Marketing wants to know who is about to buy, who is drifting away and what each customer is
+worth. The field's standard answer for non-contractual retail is the BG/NBD model (Fader, Hardie
+and Lee 2005) for *when* and *whether* customers buy again, and the Gamma-Gamma model (Fader,
+Hardie and Lee 2005b; Fader and Hardie 2013) for *how much* they spend per purchase. The models
+are fitted with ``pymc-marketing`` (maintained successor of ``lifetimes``); every prediction is a
+closed-form numpy formula at the fitted parameters, so scoring millions of customers is cheap and
+never creates per-draw rows. Nothing here imports Dagster: the asset wiring calls these functions.
+
+Input contract (one row per customer who bought at least once, as of the as-of date)
+------------------------------------------------------------------------------------
+=================  ==========================================================================
+``customer_id``    unique key
+``frequency``      repeat purchase DAYS = distinct purchase days - 1
+``recency``        time from the first to the last purchase day
+``T``              time from the first purchase day to the as-of date (``recency <= T``)
+``monetary_value`` average spend per repeat purchase day, first purchase day excluded;
+                   0 when ``frequency = 0``
+=================  ==========================================================================
+
+``read_customer_features`` reads these from the dbt mart ``marts.customer_features`` (columns
+``frequency``, ``recency_days``, ``tenure_days``, ``avg_repeat_purchase_day_value``). Recency and
+T arrive in days; ``time_unit="day"`` (default) keeps them, ``time_unit="week"`` divides them by
+7. The unit only changes the scale of ``alpha`` (and the reported log-likelihood); predictions
+are always for calendar horizons in days (30/90/365) and are the same in either unit up to
+optimizer precision.
+
+Output: ``marts.customer_predictions`` (``PREDICTION_COLUMNS``; one row per input customer)
+-------------------------------------------------------------------------------------------
+==============================  ==============================================================
+``customer_id``                 from the input
+``as_of_date``                  DATE, the as-of date of the features
+``p_alive``                     P(customer is still active | history), in [0, 1]
+``expected_purchases_30d``      E[repeat purchase days in the next 30 days | history]
+``expected_purchases_90d``      same, next 90 days
+``expected_purchases_365d``     same, next 365 days
+``p_no_purchase_90d``           P(no purchase day in the next 90 days | history)
+``expected_avg_order_value``    E[spend per purchase day | history] (Gamma-Gamma)
+``clv_12m``                     discounted expected spend over the next 12 months
+``predicted_next_purchase_date`` DATE or NULL (see below)
+``churn_risk_band``             ``low`` / ``medium`` / ``high`` / ``lost`` from ``p_alive``
+``prediction_method``           ``bg_nbd`` / ``bg_nbd_mean_spend`` / ``naive_rate``
+==============================  ==============================================================
+
+Dates are pyarrow ``date32`` columns (DuckDB reads them as DATE; NULL where documented). No
+numeric column is ever NaN: ``score`` raises instead of writing NaN.
+
+Formulas (x = frequency, t_x = recency, T, all in the time unit; t = horizon in the time unit)
+------------------------------------------------------------------------------------------------
+* P(alive) = 1 / (1 + [x > 0] * a / (b + x - 1) * ((alpha + T) / (alpha + t_x))^(r + x))
+  (Fader, Hardie and Lee 2008, note 021). BG/NBD lets customers drop out only right after a
+  repeat purchase, so P(alive) = 1 for one-time buyers (x = 0) - a property of the model, not a
+  bug; their expected purchases still shrink with T because the posterior rate does.
+* E[X(t) | history] = (a + b + x - 1) / (a - 1) * [1 - ((alpha+T)/(alpha+T+t))^(r+x) *
+  2F1(r + x, b + x; a + b + x - 1; z)] * P(alive), z = t / (alpha + T + t)  (FHL 2005 eq. 10).
+  Evaluated through Euler's transformation, ((alpha+T)/(alpha+T+t))^(r+x) * 2F1(...) =
+  (1 - z)^(a - 1) * 2F1(a + b - 1 - r, a - 1; a + b + x - 1; z), whose parameters stay small
+  for heavy buyers, so scipy's hyp2f1 neither overflows nor cancels. At a = 1 the expression is
+  0/0; ``a`` is then nudged by 1e-6 (relative error ~1e-10).
+* P(X(t) = 0 | history) = (1 - P(alive)) + P(alive) * ((alpha + T) / (alpha + T + t))^(r + x).
+  Derivation: a dead customer never buys. Given alive, the posterior of the purchase rate is
+  Gamma(shape r + x, rate alpha + T) (the alive branch of the likelihood is
+  (1-p)^x lambda^x e^(-lambda T)), and an alive customer drops out only after a purchase, so "no
+  purchase in (T, T+t]" is "no Poisson event", probability e^(-lambda t). Averaging e^(-lambda t)
+  over that Gamma gives ((alpha+T)/(alpha+T+t))^(r+x).
+* Next purchase: the median waiting time to the next purchase given alive solves
+  ((alpha+T)/(alpha+T+w))^(r+x) = 1/2, so w = (alpha + T) * (2^(1/(r+x)) - 1). The median is used
+  because the mean, (alpha+T)/(r+x-1), is infinite when r + x <= 1 (every one-time buyer with
+  r < 1). ``predicted_next_purchase_date`` = as-of date + ceil(w in days) (at least 1 day); NULL
+  when P(alive) is below the ``high`` band threshold (band ``lost``) or when w is beyond
+  ``next_purchase_horizon_days`` (default 365: "no purchase expected within a year").
+* Expected average order value (Gamma-Gamma, Fader and Hardie 2013 eq. 5):
+  E[M | x, m] = (q - 1) / (p x + q - 1) * p v / (q - 1) + p x / (p x + q - 1) * m.
+  For x = 0 (and for customers with a non-positive or missing average spend, which the
+  Gamma-Gamma likelihood cannot use) the weight on m is 0, i.e. the population mean p v / (q - 1).
+* clv_12m = sum_{m=1..12} AOV * (E[X(m * L)] - E[X((m - 1) * L)]) / (1 + d)^m with month length
+  L = 365/12 days and monthly rate d = (1 + annual_discount_rate)^(1/12) - 1 (default 10 %/year):
+  expected purchases per month times expected value, discounted at each month's end (the
+  ``lifetimes`` convention). Undiscounted, clv_12m = AOV * expected_purchases_365d.
+* churn_risk_band: p_alive >= low -> ``low``; >= medium -> ``medium``; >= high -> ``high``;
+  otherwise ``lost``. Thresholds are a dict (``DEFAULT_CHURN_THRESHOLDS``) so they can live in a
+  dbt seed (``churn_thresholds_from_rows``).
+
+Fallbacks (documented, never NaN, never a crash)
+------------------------------------------------
+* Prospects (never bought) have no row: they are not in the input (``read_customer_features``
+  skips rows without tenure). BI left-joins predictions to customers; a missing row = prospect.
+* Too little data for the BG/NBD (fewer than ``min_customers`` customers or fewer than
+  ``min_repeat_customers`` repeat buyers): no model is fitted and every row gets
+  ``prediction_method = 'naive_rate'``: rate lambda_i = (x_i + xbar) / (T_i + Tbar) (a Gamma-Poisson
+  posterior mean with one average customer's worth of prior), P(alive) = exp(-lambda_i (T_i - t_x)),
+  E[X(t)] = P(alive) lambda_i t, P(X(t)=0) = 1 - P(alive) + P(alive) e^(-lambda_i t), median wait
+  ln 2 / lambda_i, AOV = (x m + mbar) / (x + 1) with mbar the population mean repeat spend (0 if no
+  one has repeat purchases). ``clv_model_params`` then has no rows.
+* Gamma-Gamma not fitted (fewer than ``min_repeat_customers`` repeat buyers with a positive
+  spend) while the BG/NBD is: ``prediction_method = 'bg_nbd_mean_spend'``, AOV as in the naive
+  fallback.
+* Enough data but the fit fails or is absurd: ``validate_fit`` raises ``FitError``; this is a
+  blocking failure (keep the previous predictions), not a fallback.
+
+Model parameters: ``marts.clv_model_params`` (``PARAM_COLUMNS``)
+-----------------------------------------------------------------
+model (``bg_nbd`` / ``gamma_gamma``), parameter (r, alpha, a, b / p, q, v), value, time_unit,
+as_of_date, customers_used, log_likelihood (our independent function at the fitted values, the
+full-data log-likelihood of the model), converged, fit_method (``map`` / ``mcmc``).
+
+Backtest: ``marts.prediction_backtest`` (``BACKTEST_COLUMNS``; see ``backtest``)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from scipy import optimize, special, stats
+
+TimeUnit = Literal["day", "week"]
+FitMethod = Literal["map", "mcmc"]
+
+#: Days per time unit.
+TIME_UNITS: dict[str, float] = {"day": 1.0, "week": 7.0}
+BG_NBD_PARAMS: tuple[str, ...] = ("r", "alpha", "a", "b")
+GAMMA_GAMMA_PARAMS: tuple[str, ...] = ("p", "q", "v")
+FEATURE_COLUMNS: tuple[str, ...] = ("customer_id", "frequency", "recency", "T", "monetary_value")
+#: Minimum p_alive of each band; below ``high`` the band is ``lost``.
+DEFAULT_CHURN_THRESHOLDS: dict[str, float] = {"low": 0.70, "medium": 0.40, "high": 0.15}
+CHURN_BANDS: tuple[str, ...] = ("low", "medium", "high", "lost")
+PREDICTION_METHODS: tuple[str, ...] = ("bg_nbd", "bg_nbd_mean_spend", "naive_rate")
+DEFAULT_BATCH_SIZE = 200_000
+MONTH_DAYS = 365.0 / 12.0
+
+PREDICTION_COLUMNS: tuple[str, ...] = (
+    "customer_id",
+    "as_of_date",
+    "p_alive",
+    "expected_purchases_30d",
+    "expected_purchases_90d",
+    "expected_purchases_365d",
+    "p_no_purchase_90d",
+    "expected_avg_order_value",
+    "clv_12m",
+    "predicted_next_purchase_date",
+    "churn_risk_band",
+    "prediction_method",
+)
+PARAM_COLUMNS: tuple[str, ...] = (
+    "model",
+    "parameter",
+    "value",
+    "time_unit",
+    "as_of_date",
+    "customers_used",
+    "log_likelihood",
+    "converged",
+    "fit_method",
+)
+BACKTEST_COLUMNS: tuple[str, ...] = (
+    "calibration_end",
+    "holdout_end",
+    "time_unit",
+    "prediction_method",
+    "phase",
+    "metric",
+    "segment",
+    "period_index",
+    "period_start",
+    "period_end",
+    "value",
+    "customers",
+)
+
+#: Sane ranges (in days; alpha's bounds scale with the time unit). Outside them a fit is
+#: "absurd": with retail purchase-day data r and a, b are O(0.01..100) and alpha (the scale of
+#: the purchase rate's Gamma, in time units) is well below 100 years.
+DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
+    "r": (1e-3, 1e3),
+    "alpha": (1e-3, 36_500.0),
+    "a": (1e-3, 1e3),
+    "b": (1e-3, 1e4),
+    "p": (1e-3, 1e4),
+    "q": (1.0, 1e4),
+    "v": (1e-6, 1e12),
+}
+
+
+class FitError(RuntimeError):
+    """A model fit did not converge or gave unusable parameters; keep the previous predictions."""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Outcome of one model fit, enough to score customers and to write ``clv_model_params``.
+
+    ``log_likelihood`` is always computed by this module's own likelihood function at ``params``
+    (never taken from the fitting library), so it is comparable across fitting methods.
+    ``diagnostics`` holds the convergence evidence: for ``map``/``mle`` the size of the remaining
+    Newton step measured in standard errors (``newton_step_se``) and the standard errors from
+    the observed information; for ``mcmc`` the largest r-hat and the number of divergences.
+    """
+
+    model: Literal["bg_nbd", "gamma_gamma"]
+    params: dict[str, float]
+    log_likelihood: float
+    customers_used: int
+    converged: bool
+    time_unit: str
+    method: str
+    as_of_date: date | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] | None = None
+    fitted_model: Any = field(default=None, repr=False, compare=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------------------------
+
+
+def read_customer_features(
+    con: Any, table: str = "marts.customer_features", time_unit: TimeUnit = "day"
+) -> pd.DataFrame:
+    """Read the model input from the dbt mart and rename it to the input contract.
+
+    Rows without a tenure (prospects who never bought, if the mart carries them) are skipped:
+    the models only describe customers after their first purchase.
+    """
+    sql = f"""
+        select
+            customer_id,
+            cast(frequency as double) as frequency,
+            cast(recency_days as double) as recency,
+            cast(tenure_days as double) as "T",
+            cast(coalesce(avg_repeat_purchase_day_value, 0) as double) as monetary_value
+        from {table}
+        where tenure_days is not null and frequency is not null
+        order by customer_id
+    """
+    return prepare_features(con.execute(sql).df(), time_unit=time_unit)
+
+
+def _as_date(value: date | str | pd.Timestamp | np.datetime64) -> date:
+    return pd.Timestamp(value).date()
+
+
+def _to_frame(data: Any) -> pd.DataFrame:
+    """Accept a DataFrame or a DuckDB relation (anything with ``.df()``)."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if hasattr(data, "df"):
+        return data.df()
+    raise TypeError(
+        f"expected a pandas DataFrame or a DuckDB relation, got {type(data).__name__}; "
+        "pass the customer features as one of those"
+    )
+
+
+def prepare_features(data: Any, time_unit: TimeUnit = "day") -> pd.DataFrame:
+    """Check the input contract and convert recency/T from days to ``time_unit``.
+
+    Contract violations raise ``ValueError`` naming the column and example customers, because
+    silently fitting on broken features (for example recency > T from a wrong as-of cut-off)
+    gives confident nonsense. A missing ``monetary_value`` is read as 0 ("no repeat spend
+    known"); such customers get the population mean spend.
+    """
+    if time_unit not in TIME_UNITS:
+        raise ValueError(f"time_unit must be one of {sorted(TIME_UNITS)}, got {time_unit!r}")
+    df = _to_frame(data)
+    missing = [c for c in FEATURE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"customer features lack columns {missing}; expected {list(FEATURE_COLUMNS)} "
+            "(read_customer_features renames the mart's recency_days/tenure_days/"
+            "avg_repeat_purchase_day_value)"
+        )
+    out = pd.DataFrame(
+        {
+            "customer_id": df["customer_id"].to_numpy(),
+            "frequency": pd.to_numeric(df["frequency"]).to_numpy(dtype="float64"),
+            "recency": pd.to_numeric(df["recency"]).to_numpy(dtype="float64"),
+            "T": pd.to_numeric(df["T"]).to_numpy(dtype="float64"),
+            "monetary_value": pd.to_numeric(df["monetary_value"])
+            .fillna(0.0)
+            .to_numpy(dtype="float64"),
+        }
+    )
+    x, tx, T = out["frequency"].to_numpy(), out["recency"].to_numpy(), out["T"].to_numpy()
+    checks = {
+        "frequency, recency or T is missing or infinite": ~(
+            np.isfinite(x) & np.isfinite(tx) & np.isfinite(T)
+        ),
+        "frequency < 0": x < 0,
+        "recency < 0": tx < 0,
+        "recency > T (last purchase after the as-of date?)": tx > T + 1e-9,
+        "frequency = 0 but recency > 0": (x == 0) & (tx > 0),
+        "monetary_value is infinite": ~np.isfinite(out["monetary_value"].to_numpy()),
+    }
+    for problem, bad in checks.items():
+        if bad.any():
+            ids = out.loc[bad, "customer_id"].head(5).tolist()
+            raise ValueError(
+                f"{int(bad.sum())} customer feature rows violate the input contract: {problem}; "
+                f"e.g. customer_id {ids}. Fix marts.customer_features (or its as-of cut-off)."
+            )
+    if out["customer_id"].duplicated().any():
+        ids = out.loc[out["customer_id"].duplicated(), "customer_id"].head(5).tolist()
+        raise ValueError(f"customer_id must be unique in the features; duplicates e.g. {ids}")
+    scale = TIME_UNITS[time_unit]
+    if scale != 1.0:
+        out["recency"] = out["recency"] / scale
+        out["T"] = out["T"] / scale
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Independent likelihoods (numpy/scipy), used for the log-likelihood column, the convergence
+# check and the cross-check of pymc-marketing's fit.
+# --------------------------------------------------------------------------------------------
+
+
+class _BgData:
+    """BG/NBD sufficient data; gammaln/digamma of (param + x) are computed on unique x only."""
+
+    def __init__(self, x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray | None):
+        self.x = np.asarray(x, dtype="float64")
+        self.tx = np.asarray(tx, dtype="float64")
+        self.T = np.asarray(T, dtype="float64")
+        self.w = None if w is None else np.asarray(w, dtype="float64")
+        self.ux, self.inv = np.unique(self.x, return_inverse=True)
+        self.pos = self.x > 0
+        # b + x - 1 is only used where x > 0; use x = 1 elsewhere so the log stays finite.
+        self.x1 = np.where(self.pos, self.x, 1.0)
+        self.n = float(self.x.size if self.w is None else self.w.sum())
+
+    def total(self, values: np.ndarray) -> float:
+        return float(values.sum() if self.w is None else values @ self.w)
+
+
+def _bg_terms(theta: np.ndarray, d: _BgData) -> tuple[np.ndarray, ...]:
+    r, alpha, a, b = theta
+    ux = d.ux
+    lnA1_u = special.gammaln(r + ux) - special.gammaln(r) + r * np.log(alpha)
+    lnA2_u = (
+        special.gammaln(a + b)
+        + special.gammaln(b + ux)
+        - special.gammaln(b)
+        - special.gammaln(a + b + ux)
+    )
+    log_aT = np.log(alpha + d.T)
+    log_atx = np.log(alpha + d.tx)
+    rx = r + d.x
+    lnA3 = -rx * log_aT
+    lnA4 = np.where(d.pos, np.log(a) - np.log(b + d.x1 - 1.0) - rx * log_atx, -np.inf)
+    return lnA1_u, lnA2_u, lnA3, lnA4, log_aT, log_atx, rx
+
+
+def _bg_ll_grad(log_theta: np.ndarray, d: _BgData) -> tuple[float, np.ndarray]:
+    """Total BG/NBD log-likelihood and its gradient with respect to log(r, alpha, a, b)."""
+    theta = np.exp(log_theta)
+    r, alpha, a, b = theta
+    lnA1_u, lnA2_u, lnA3, lnA4, log_aT, log_atx, rx = _bg_terms(theta, d)
+    lse = np.logaddexp(lnA3, lnA4)
+    ll_i = lnA1_u[d.inv] + lnA2_u[d.inv] + lse
+    w4 = np.exp(lnA4 - lse)  # share of the "dropped out after the last purchase" branch
+    w3 = 1.0 - w4
+    ux = d.ux
+    dig = special.digamma
+    g_r = (dig(r + ux) - dig(r) + np.log(alpha))[d.inv] - w3 * log_aT - w4 * log_atx
+    g_alpha = r / alpha - rx * (w3 / (alpha + d.T) + w4 / (alpha + d.tx))
+    g_a = (dig(a + b) - dig(a + b + ux))[d.inv] + w4 / a
+    g_b = (dig(a + b) + dig(b + ux) - dig(b) - dig(a + b + ux))[d.inv] - w4 / (b + d.x1 - 1.0)
+    grad = np.array([d.total(g) for g in (g_r, g_alpha, g_a, g_b)]) * theta
+    return d.total(ll_i), grad
+
+
+def bg_nbd_log_likelihood(
+    params: Mapping[str, float],
+    frequency: Any,
+    recency: Any,
+    T: Any,
+    *,
+    weights: Any = None,
+    per_customer: bool = False,
+) -> float | np.ndarray:
+    """BG/NBD log-likelihood, FHL (2005) in the hypergeometric-free ln A1..A4 form.
+
+    LL_i = ln A1 + ln A2 + ln(exp(ln A3) + [x > 0] exp(ln A4)) with
+    ln A1 = lnG(r+x) - lnG(r) + r ln(alpha); ln A2 = lnG(a+b) + lnG(b+x) - lnG(b) - lnG(a+b+x);
+    ln A3 = -(r+x) ln(alpha+T); ln A4 = ln(a) - ln(b+x-1) - (r+x) ln(alpha+t_x).
+    The sum uses logaddexp, so heavy buyers cannot overflow (FH note 027's #NUM! problem).
+    """
+    theta = np.array([float(params[k]) for k in BG_NBD_PARAMS])
+    d = _BgData(frequency, recency, T, weights)
+    lnA1_u, lnA2_u, lnA3, lnA4, *_ = _bg_terms(theta, d)
+    ll_i = lnA1_u[d.inv] + lnA2_u[d.inv] + np.logaddexp(lnA3, lnA4)
+    return ll_i if per_customer else d.total(ll_i)
+
+
+class _GgData:
+    def __init__(self, x: np.ndarray, m: np.ndarray, w: np.ndarray | None):
+        self.x = np.asarray(x, dtype="float64")
+        self.m = np.asarray(m, dtype="float64")
+        self.w = None if w is None else np.asarray(w, dtype="float64")
+        self.log_x = np.log(self.x)
+        self.log_m = np.log(self.m)
+        self.xm = self.x * self.m
+        self.n = float(self.x.size if self.w is None else self.w.sum())
+
+    def total(self, values: np.ndarray) -> float:
+        return float(values.sum() if self.w is None else values @ self.w)
+
+
+def _gg_ll_i(theta: np.ndarray, d: _GgData) -> np.ndarray:
+    p, q, v = theta
+    px = p * d.x
+    return (
+        special.gammaln(px + q)
+        - special.gammaln(px)
+        - special.gammaln(q)
+        + q * np.log(v)
+        + (px - 1.0) * d.log_m
+        + px * d.log_x
+        - (px + q) * np.log(v + d.xm)
+    )
+
+
+def _gg_ll_grad(log_theta: np.ndarray, d: _GgData) -> tuple[float, np.ndarray]:
+    """Total Gamma-Gamma log-likelihood and its gradient with respect to log(p, q, v)."""
+    theta = np.exp(log_theta)
+    p, q, v = theta
+    px = p * d.x
+    log_vxm = np.log(v + d.xm)
+    dig_pxq = special.digamma(px + q)
+    g_p = d.x * (dig_pxq - special.digamma(px) + d.log_m + d.log_x - log_vxm)
+    g_q = dig_pxq - special.digamma(q) + np.log(v) - log_vxm
+    g_v = q / v - (px + q) / (v + d.xm)
+    grad = np.array([d.total(g) for g in (g_p, g_q, g_v)]) * theta
+    return d.total(_gg_ll_i(theta, d)), grad
+
+
+def gamma_gamma_log_likelihood(
+    params: Mapping[str, float],
+    frequency: Any,
+    monetary_value: Any,
+    *,
+    weights: Any = None,
+    per_customer: bool = False,
+) -> float | np.ndarray:
+    """Gamma-Gamma log-likelihood of the mean repeat spend m of x repeat purchase days.
+
+    The x spends are Gamma(p, nu), so their mean is Gamma(p x, x nu); nu ~ Gamma(q, v).
+    Integrating nu out: LL = lnG(px+q) - lnG(px) - lnG(q) + q ln v + (px-1) ln m + px ln x
+    - (px+q) ln(v + x m). Only customers with x > 0 and m > 0 carry information.
+    """
+    theta = np.array([float(params[k]) for k in GAMMA_GAMMA_PARAMS])
+    d = _GgData(frequency, monetary_value, weights)
+    ll_i = _gg_ll_i(theta, d)
+    return ll_i if per_customer else d.total(ll_i)
+
+
+def _diagnostics(
+    ll_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    log_theta: np.ndarray,
+    names: tuple[str, ...],
+) -> dict[str, Any]:
+    """Convergence evidence at a claimed optimum, independent of the optimizer that found it.
+
+    The Hessian in log-parameter space comes from central differences of the analytic gradient.
+    ``newton_step_se`` = sqrt(g' (-H)^-1 g) is the distance to the true maximum in units of the
+    statistical standard error (Mahalanobis norm of the remaining Newton step); 0.05 means the
+    optimizer stopped 5 % of a standard error away, negligible next to the sampling noise.
+    A Hessian that is not negative definite means a flat or saddle direction (unidentified
+    parameters), which is reported as not converged.
+    """
+    k = log_theta.size
+    _, g = ll_grad(log_theta)
+    h = 1e-5
+    H = np.empty((k, k))
+    for j in range(k):
+        e = np.zeros(k)
+        e[j] = h
+        H[:, j] = (ll_grad(log_theta + e)[1] - ll_grad(log_theta - e)[1]) / (2 * h)
+    H = (H + H.T) / 2
+    out: dict[str, Any] = {"gradient_log_params": dict(zip(names, g.tolist(), strict=True))}
+    eig = np.linalg.eigvalsh(-H)
+    if not np.all(np.isfinite(H)) or eig.min() <= 0:
+        out.update(newton_step_se=math.inf, negative_definite=False, std_errors=None)
+        return out
+    cov = np.linalg.inv(-H)
+    step = cov @ g
+    theta = np.exp(log_theta)
+    # Delta method: SE(theta) = theta * SE(log theta).
+    se = theta * np.sqrt(np.diag(cov))
+    out.update(
+        newton_step_se=float(np.sqrt(max(g @ step, 0.0))),
+        negative_definite=True,
+        std_errors=dict(zip(names, se.tolist(), strict=True)),
+    )
+    return out
+
+
+def _bg_start(x: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """A start that lands the mean purchase rate r/alpha on the observed rate."""
+    rate = max(float(x.sum()) / max(float(T.sum()), 1e-9), 1e-6)
+    return np.log([1.0, 1.0 / rate, 1.0, 1.0])
+
+
+def _mle(
+    ll_grad: Callable[[np.ndarray], tuple[float, np.ndarray]], start: np.ndarray, n: float
+) -> optimize.OptimizeResult:
+    def neg(lt: np.ndarray) -> tuple[float, np.ndarray]:
+        ll, g = ll_grad(lt)
+        if not np.isfinite(ll):
+            return 1e300, np.zeros_like(lt)
+        return -ll / n, -g / n
+
+    bounds = [(-25.0, 25.0)] * start.size
+    return optimize.minimize(
+        neg,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10},
+    )
+
+
+def fit_bg_nbd_mle(
+    data: Any,
+    *,
+    time_unit: TimeUnit = "day",
+    as_of_date: date | str | None = None,
+    start: Mapping[str, float] | None = None,
+    converge_tol_se: float = 0.05,
+) -> FitResult:
+    """Independent BG/NBD maximum likelihood with scipy (L-BFGS-B on log parameters).
+
+    Exists to check pymc-marketing (and to fit where pymc is not wanted). Unique
+    (frequency, recency, T) rows are grouped with weights, which is exact and much faster on
+    integer-day data.
+    """
+    df = prepare_features(data, time_unit)
+    grouped = df.groupby(["frequency", "recency", "T"], sort=False).size().reset_index()
+    d = _BgData(grouped["frequency"], grouped["recency"], grouped["T"], grouped[0].to_numpy())
+    x0 = (
+        np.log([float(start[k]) for k in BG_NBD_PARAMS])
+        if start
+        else _bg_start(df["frequency"].to_numpy(), df["T"].to_numpy())
+    )
+    res = _mle(lambda lt: _bg_ll_grad(lt, d), x0, d.n)
+    diag = _diagnostics(lambda lt: _bg_ll_grad(lt, d), res.x, BG_NBD_PARAMS)
+    diag["optimizer_message"] = str(res.message)
+    params = dict(zip(BG_NBD_PARAMS, np.exp(res.x).tolist(), strict=True))
+    return FitResult(
+        model="bg_nbd",
+        params=params,
+        log_likelihood=float(_bg_ll_grad(res.x, d)[0]),
+        customers_used=len(df),
+        converged=bool(np.isfinite(res.fun) and diag["newton_step_se"] < converge_tol_se),
+        time_unit=time_unit,
+        method="scipy_mle",
+        as_of_date=None if as_of_date is None else _as_date(as_of_date),
+        diagnostics=diag,
+    )
+
+
+def _gg_input(df: pd.DataFrame) -> pd.DataFrame:
+    """Customers the Gamma-Gamma likelihood can use: repeat buyers with a positive spend."""
+    keep = (df["frequency"] > 0) & (df["monetary_value"] > 0)
+    return df.loc[keep, ["customer_id", "frequency", "monetary_value"]]
+
+
+def fit_gamma_gamma_mle(
+    data: Any,
+    *,
+    time_unit: TimeUnit = "day",
+    as_of_date: date | str | None = None,
+    converge_tol_se: float = 0.05,
+) -> FitResult:
+    """Independent Gamma-Gamma maximum likelihood (scipy), for cross-checks."""
+    gg = _gg_input(prepare_features(data, time_unit))
+    if gg.empty:
+        raise FitError(
+            "Gamma-Gamma cannot be fitted: no customer has a repeat purchase with a positive "
+            "average spend; check avg_repeat_purchase_day_value in marts.customer_features"
+        )
+    d = _GgData(gg["frequency"], gg["monetary_value"], None)
+    mean_m = float(gg["monetary_value"].mean())
+    x0 = np.log([1.0, 2.0, mean_m])  # population mean p v / (q - 1) = observed mean
+    res = _mle(lambda lt: _gg_ll_grad(lt, d), x0, d.n)
+    diag = _diagnostics(lambda lt: _gg_ll_grad(lt, d), res.x, GAMMA_GAMMA_PARAMS)
+    diag["optimizer_message"] = str(res.message)
+    return FitResult(
+        model="gamma_gamma",
+        params=dict(zip(GAMMA_GAMMA_PARAMS, np.exp(res.x).tolist(), strict=True)),
+        log_likelihood=float(_gg_ll_grad(res.x, d)[0]),
+        customers_used=len(gg),
+        converged=bool(np.isfinite(res.fun) and diag["newton_step_se"] < converge_tol_se),
+        time_unit=time_unit,
+        method="scipy_mle",
+        as_of_date=None if as_of_date is None else _as_date(as_of_date),
+        diagnostics=diag,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# pymc-marketing fits
+# --------------------------------------------------------------------------------------------
+
+#: scipy options for pymc's MAP search (L-BFGS-B). Tighter than scipy's defaults because
+#: pymc minimises the *total* -logp: with a million customers the default relative tolerance
+#: stops a few tenths of a standard error short of the maximum.
+MAP_OPTIONS: dict[str, Any] = {"maxiter": 5000, "ftol": 1e-14, "gtol": 1e-6}
+DEFAULT_MCMC_KWARGS: dict[str, Any] = {
+    "draws": 1000,
+    "tune": 1000,
+    "chains": 2,
+    "cores": 2,
+    "random_seed": 42,
+    "progressbar": False,
+}
+
+
+def _flat_config(names: tuple[str, ...]) -> dict[str, Any]:
+    """HalfFlat priors: the log posterior equals the log-likelihood, so MAP is the MLE.
+
+    (pymc's find_MAP optimises without the log-transform Jacobian, so the flat prior stays flat
+    on the original scale.)
+    """
+    from pymc_extras.prior import Prior
+
+    return {k: Prior("HalfFlat") for k in names}
+
+
+def _posterior_summary(
+    model: Any, names: tuple[str, ...], method: str
+) -> tuple[dict[str, float], dict[str, tuple[float, float]] | None, dict[str, Any]]:
+    post = model.idata.posterior
+    params = {k: float(post[k].mean()) for k in names}
+    if method == "map":
+        return params, None, {}
+    import arviz as az
+
+    intervals = {
+        k: (float(post[k].quantile(0.03)), float(post[k].quantile(0.97))) for k in names
+    }
+    rhat = az.rhat(model.idata, var_names=list(names))
+    diag: dict[str, Any] = {"r_hat": {k: float(rhat[k]) for k in names}}
+    stats_ = getattr(model.idata, "sample_stats", None)
+    if stats_ is not None and "diverging" in stats_:
+        diag["divergences"] = int(stats_["diverging"].sum())
+    return params, intervals, diag
+
+
+def _run_pymc_fit(model: Any, frame: pd.DataFrame, method: str, mcmc_kwargs: Mapping | None):
+    """Fit quietly; MAP gets tight tolerances, MCMC the defaults merged with the caller's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "map":
+            model.fit(frame, method="map", progressbar=False, options=dict(MAP_OPTIONS))
+        elif method == "mcmc":
+            model.fit(frame, method="mcmc", **{**DEFAULT_MCMC_KWARGS, **(mcmc_kwargs or {})})
+        else:
+            raise ValueError(f"method must be 'map' or 'mcmc', got {method!r}")
+
+
+def _converged(method: str, diag: Mapping[str, Any], tol_se: float) -> bool:
+    if method == "mcmc":
+        return max(diag["r_hat"].values()) < 1.05
+    return bool(diag.get("newton_step_se", math.inf) < tol_se)
+
+
+def fit_bg_nbd(
+    data: Any,
+    method: FitMethod = "map",
+    *,
+    time_unit: TimeUnit = "day",
+    as_of_date: date | str | None = None,
+    mcmc_kwargs: Mapping[str, Any] | None = None,
+    converge_tol_se: float = 0.05,
+) -> FitResult:
+    """Fit the BG/NBD with ``pymc_marketing.clv.BetaGeoModel`` and flat priors.
+
+    ``method="map"``: maximum likelihood (MAP with HalfFlat priors). ``method="mcmc"``: NUTS
+    with the same flat priors; ``params`` are posterior means, ``intervals`` the 94 %
+    equal-tailed intervals, and ``fitted_model`` keeps the pymc-marketing object for per-customer
+    intervals (``fitted_model.expected_purchases(...)`` over draws).
+
+    ``converged`` for MAP is decided independently of pymc's optimizer: the remaining Newton step
+    of this module's likelihood at the returned parameters must be below ``converge_tol_se``
+    standard errors (see ``_diagnostics``). For MCMC it means every r-hat < 1.05.
+    """
+    df = prepare_features(data, time_unit)
+    return _fit_bg_nbd(df, method, time_unit, as_of_date, mcmc_kwargs, converge_tol_se)
+
+
+def _fit_bg_nbd(
+    df: pd.DataFrame,
+    method: str,
+    time_unit: str,
+    as_of_date: date | str | None,
+    mcmc_kwargs: Mapping[str, Any] | None,
+    converge_tol_se: float = 0.05,
+) -> FitResult:
+    """``fit_bg_nbd`` on features already prepared (recency/T in ``time_unit``)."""
+    from pymc_marketing.clv import BetaGeoModel
+
+    # The ids do not matter for fitting; a range index keeps pymc's coords cheap.
+    frame = pd.DataFrame(
+        {
+            "customer_id": np.arange(len(df)),
+            "frequency": df["frequency"].to_numpy(),
+            "recency": df["recency"].to_numpy(),
+            "T": df["T"].to_numpy(),
+        }
+    )
+    model = BetaGeoModel(model_config=_flat_config(BG_NBD_PARAMS))
+    _run_pymc_fit(model, frame, method, mcmc_kwargs)
+    params, intervals, diag = _posterior_summary(model, BG_NBD_PARAMS, method)
+    d = _BgData(frame["frequency"], frame["recency"], frame["T"], None)
+    theta = np.array([params[k] for k in BG_NBD_PARAMS])
+    finite = bool(np.all(np.isfinite(theta)) and np.all(theta > 0))
+    if finite:
+        diag.update(_diagnostics(lambda lt: _bg_ll_grad(lt, d), np.log(theta), BG_NBD_PARAMS))
+        ll = float(_bg_ll_grad(np.log(theta), d)[0])
+    else:
+        ll = math.nan
+    return FitResult(
+        model="bg_nbd",
+        params=params,
+        log_likelihood=ll,
+        customers_used=len(df),
+        converged=finite and _converged(method, diag, converge_tol_se),
+        time_unit=time_unit,
+        method=method,
+        as_of_date=None if as_of_date is None else _as_date(as_of_date),
+        diagnostics=diag,
+        intervals=intervals,
+        fitted_model=model,
+    )
+
+
+def fit_gamma_gamma(
+    data: Any,
+    method: FitMethod = "map",
+    *,
+    time_unit: TimeUnit = "day",
+    as_of_date: date | str | None = None,
+    mcmc_kwargs: Mapping[str, Any] | None = None,
+    converge_tol_se: float = 0.05,
+) -> FitResult:
+    """Fit the Gamma-Gamma spend model with ``pymc_marketing.clv.GammaGammaModel``.
+
+    Uses only repeat buyers with a positive average spend (the model's likelihood is undefined
+    for x = 0 or m <= 0). Flat priors are pymc-marketing's default for this model, so MAP is the
+    MLE; ``method="mcmc"`` as in ``fit_bg_nbd``.
+    """
+    df = prepare_features(data, time_unit)
+    return _fit_gamma_gamma(df, method, time_unit, as_of_date, mcmc_kwargs, converge_tol_se)
+
+
+def _fit_gamma_gamma(
+    df: pd.DataFrame,
+    method: str,
+    time_unit: str,
+    as_of_date: date | str | None,
+    mcmc_kwargs: Mapping[str, Any] | None,
+    converge_tol_se: float = 0.05,
+) -> FitResult:
+    """``fit_gamma_gamma`` on features already prepared."""
+    from pymc_marketing.clv import GammaGammaModel
+
+    gg = _gg_input(df)
+    if gg.empty:
+        raise FitError(
+            "Gamma-Gamma cannot be fitted: no customer has a repeat purchase with a positive "
+            "average spend; check avg_repeat_purchase_day_value in marts.customer_features"
+        )
+    frame = pd.DataFrame(
+        {
+            "customer_id": np.arange(len(gg)),
+            "frequency": gg["frequency"].to_numpy(),
+            "monetary_value": gg["monetary_value"].to_numpy(),
+        }
+    )
+    model = GammaGammaModel(model_config=_flat_config(GAMMA_GAMMA_PARAMS))
+    _run_pymc_fit(model, frame, method, mcmc_kwargs)
+    params, intervals, diag = _posterior_summary(model, GAMMA_GAMMA_PARAMS, method)
+    d = _GgData(frame["frequency"], frame["monetary_value"], None)
+    theta = np.array([params[k] for k in GAMMA_GAMMA_PARAMS])
+    finite = bool(np.all(np.isfinite(theta)) and np.all(theta > 0))
+    if finite:
+        diag.update(
+            _diagnostics(lambda lt: _gg_ll_grad(lt, d), np.log(theta), GAMMA_GAMMA_PARAMS)
+        )
+        ll = float(_gg_ll_grad(np.log(theta), d)[0])
+    else:
+        ll = math.nan
+    return FitResult(
+        model="gamma_gamma",
+        params=params,
+        log_likelihood=ll,
+        customers_used=len(gg),
+        converged=finite and _converged(method, diag, converge_tol_se),
+        time_unit=time_unit,
+        method=method,
+        as_of_date=None if as_of_date is None else _as_date(as_of_date),
+        diagnostics=diag,
+        intervals=intervals,
+        fitted_model=model,
+    )
+
+
+_PARAM_HINTS = {
+    "r": "r is the shape of the purchase-rate distribution",
+    "alpha": "alpha is the scale of the purchase rate in time units (check the time unit: "
+    "recency/T in days vs weeks)",
+    "a": "a, b shape the dropout probability; extreme values mean the data show no sign of "
+    "dropout or no repeat purchases",
+    "b": "a, b shape the dropout probability; extreme values mean the data show no sign of "
+    "dropout or no repeat purchases",
+    "p": "p is the shape of each purchase's spend",
+    "q": "q <= 1 gives an infinite mean spend: spend is too heavy-tailed for Gamma-Gamma "
+    "(check for absurd amounts or wrong currency conversion)",
+    "v": "v is the scale of spend (check the amounts' currency and units)",
+}
+
+
+def validate_fit(
+    result: FitResult, bounds: Mapping[str, tuple[float, float]] | None = None
+) -> FitResult:
+    """Raise ``FitError`` unless the fit converged and every parameter is finite and sane.
+
+    This is the asset's blocking check: on ``FitError`` keep the previous predictions. Bounds
+    default to ``DEFAULT_BOUNDS`` (alpha's are in days and scale with the time unit). Returns the
+    result unchanged so it can be chained.
+    """
+    limits = {**DEFAULT_BOUNDS, **(bounds or {})}
+    scale = TIME_UNITS.get(result.time_unit, 1.0)
+    what = f"{result.model} fit ({result.method}, {result.customers_used} customers)"
+    for name, value in result.params.items():
+        lo, hi = limits[name]
+        if name == "alpha":
+            lo, hi = lo / scale, hi / scale
+        if not np.isfinite(value):
+            raise FitError(
+                f"{what}: parameter {name} is {value}; the optimizer failed. Check the input "
+                "features for broken rows and re-run with method='mcmc' to inspect."
+            )
+        if name == "q" and value <= 1.0:
+            raise FitError(
+                f"{what}: q = {value:.4g} <= 1, so the population mean spend p*v/(q-1) is "
+                f"infinite. {_PARAM_HINTS['q']}."
+            )
+        if not lo <= value <= hi:
+            raise FitError(
+                f"{what}: parameter {name} = {value:.4g} is outside the sane range "
+                f"[{lo:.4g}, {hi:.4g}]. {_PARAM_HINTS[name]}."
+            )
+    if not np.isfinite(result.log_likelihood):
+        raise FitError(f"{what}: the log-likelihood at the fitted parameters is not finite.")
+    if not result.converged:
+        diag = result.diagnostics
+        if result.method == "mcmc":
+            detail = f"r-hat {diag.get('r_hat')} (need < 1.05); run more tune/draws"
+        elif not diag.get("negative_definite", True):
+            detail = (
+                "the log-likelihood is flat or saddle-shaped at the solution, so some "
+                "parameters are not identified by the data (too few repeat buyers, or no "
+                "variation in recency)"
+            )
+        else:
+            detail = (
+                f"the optimizer stopped {diag.get('newton_step_se', math.nan):.3g} standard "
+                "errors from the maximum (limit 0.05); check the features for outliers or "
+                "re-run with method='mcmc'"
+            )
+        raise FitError(f"{what} did not converge: {detail}.")
+    return result
+
+
+def model_params_table(
+    *fits: FitResult | None, as_of_date: date | str | None = None
+) -> pd.DataFrame:
+    """Rows of ``marts.clv_model_params`` (``PARAM_COLUMNS``) for the given fits (None skipped)."""
+    rows = []
+    for fit in fits:
+        if fit is None:
+            continue
+        as_of = _as_date(as_of_date) if as_of_date is not None else fit.as_of_date
+        for name, value in fit.params.items():
+            rows.append(
+                {
+                    "model": fit.model,
+                    "parameter": name,
+                    "value": float(value),
+                    "time_unit": fit.time_unit,
+                    "as_of_date": as_of,
+                    "customers_used": int(fit.customers_used),
+                    "log_likelihood": float(fit.log_likelihood),
+                    "converged": bool(fit.converged),
+                    "fit_method": fit.method,
+                }
+            )
+    out = pd.DataFrame(rows, columns=list(PARAM_COLUMNS))
+    out["as_of_date"] = pd.array(
+        [None if v is None else pd.Timestamp(v).date() for v in out["as_of_date"]],
+        dtype=pd.ArrowDtype(pa.date32()),
+    )
+    return out.astype(
+        {"customers_used": "int64", "converged": "bool", "value": "float64"}, copy=False
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Closed-form predictions
+# --------------------------------------------------------------------------------------------
+
+
+def _arr(v: Any) -> np.ndarray:
+    return np.asarray(v, dtype="float64")
+
+
+def bg_nbd_p_alive(params: Mapping[str, float], frequency, recency, T) -> np.ndarray:
+    """P(alive | x, t_x, T) = 1 / (1 + [x>0] a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x))."""
+    r, alpha, a, b = (float(params[k]) for k in BG_NBD_PARAMS)
+    x, tx, T = _arr(frequency), _arr(recency), _arr(T)
+    x1 = np.where(x > 0, x, 1.0)
+    log_odds_dead = (
+        np.log(a) - np.log(b + x1 - 1.0) + (r + x) * (np.log(alpha + T) - np.log(alpha + tx))
+    )
+    return np.where(x > 0, special.expit(-log_odds_dead), 1.0)
+
+
+def bg_nbd_expected_purchases(
+    params: Mapping[str, float], t: Any, frequency, recency, T, p_alive: np.ndarray | None = None
+) -> np.ndarray:
+    """E[X(t) | x, t_x, T]: expected repeat purchases in (T, T + t] (FHL 2005 eq. 10).
+
+    Uses the Euler-transformed hypergeometric described in the module docstring. ``t`` may be a
+    scalar or an array broadcastable to the customers.
+    """
+    r, alpha, a, b = (float(params[k]) for k in BG_NBD_PARAMS)
+    if abs(a - 1.0) < 1e-6:
+        a = 1.0 + 1e-6  # the formula is 0/0 at a = 1; see module docstring
+    x, T, t = _arr(frequency), _arr(T), _arr(t)
+    if p_alive is None:
+        p_alive = bg_nbd_p_alive(params, frequency, recency, T)
+    log_aT = np.log(alpha + T)
+    log_aTt = np.log(alpha + T + t)
+    z = t / (alpha + T + t)
+    c = a + b + x - 1.0
+    hyp = special.hyp2f1(a + b - 1.0 - r, a - 1.0, c, z)
+    log_1mz = log_aT - log_aTt
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bracket = np.where(
+            hyp > 0,
+            -np.expm1((a - 1.0) * log_1mz + np.log(np.where(hyp > 0, hyp, 1.0))),
+            1.0 - np.exp((a - 1.0) * log_1mz) * hyp,
+        )
+    return np.where(t > 0, c / (a - 1.0) * bracket * p_alive, 0.0)
+
+
+def bg_nbd_p_no_purchase(
+    params: Mapping[str, float], t: Any, frequency, recency, T, p_alive: np.ndarray | None = None
+) -> np.ndarray:
+    """P(X(t) = 0 | history) = 1 - P(alive) + P(alive) ((alpha+T)/(alpha+T+t))^(r+x)."""
+    r, alpha = float(params["r"]), float(params["alpha"])
+    x, T, t = _arr(frequency), _arr(T), _arr(t)
+    if p_alive is None:
+        p_alive = bg_nbd_p_alive(params, frequency, recency, T)
+    survive = np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + t)))
+    return 1.0 - p_alive + p_alive * survive
+
+
+def bg_nbd_median_wait(params: Mapping[str, float], frequency, T) -> np.ndarray:
+    """Median time to the next purchase given alive: (alpha + T) (2^(1/(r+x)) - 1)."""
+    r, alpha = float(params["r"]), float(params["alpha"])
+    x, T = _arr(frequency), _arr(T)
+    with np.errstate(over="ignore"):
+        return (alpha + T) * np.expm1(np.log(2.0) / (r + x))
+
+
+def gamma_gamma_expected_spend(params: Mapping[str, float], frequency, monetary_value):
+    """E[spend per purchase day | x, m] (Fader-Hardie 2013 eq. 5); population mean if x = 0.
+
+    Customers with a non-positive average spend are treated as x = 0 (the likelihood could not
+    use them), so they also get the population mean p v / (q - 1).
+    """
+    p, q, v = (float(params[k]) for k in GAMMA_GAMMA_PARAMS)
+    x, m = _arr(frequency), _arr(monetary_value)
+    usable = (x > 0) & (m > 0)
+    x_eff = np.where(usable, x, 0.0)
+    m_eff = np.where(usable, m, 0.0)
+    weight = p * x_eff / (p * x_eff + q - 1.0)
+    return (1.0 - weight) * (p * v / (q - 1.0)) + weight * m_eff
+
+
+def _shrunk_mean_spend(frequency, monetary_value, population_mean: float) -> np.ndarray:
+    """Fallback AOV when no Gamma-Gamma is fitted: (x m + mbar) / (x + 1)."""
+    x, m = _arr(frequency), _arr(monetary_value)
+    usable = (x > 0) & (m > 0)
+    x_eff = np.where(usable, x, 0.0)
+    return (x_eff * np.where(usable, m, 0.0) + population_mean) / (x_eff + 1.0)
+
+
+def monthly_discount_factors(annual_discount_rate: float, months: int = 12) -> np.ndarray:
+    """1 / (1 + d)^m for m = 1..months, d = (1 + annual)^(1/12) - 1 (month-end discounting)."""
+    if annual_discount_rate <= -1:
+        raise ValueError("annual_discount_rate must be > -1 (0.10 means 10 % per year)")
+    d = (1.0 + annual_discount_rate) ** (1.0 / 12.0) - 1.0
+    return 1.0 / (1.0 + d) ** np.arange(1, months + 1)
+
+
+def validate_churn_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]:
+    """Check the band thresholds: keys low/medium/high (``lost`` optional), 1 >= low >= medium
+    >= high >= 0. Returns a plain dict of the three thresholds."""
+    th = dict(DEFAULT_CHURN_THRESHOLDS if thresholds is None else thresholds)
+    th.pop("lost", None)
+    if set(th) != {"low", "medium", "high"}:
+        raise ValueError(
+            "churn thresholds need exactly the bands low, medium, high (lost optional), "
+            f"got {sorted(th)}; e.g. {DEFAULT_CHURN_THRESHOLDS}"
+        )
+    lo, me, hi = float(th["low"]), float(th["medium"]), float(th["high"])
+    if not 1.0 >= lo >= me >= hi >= 0.0:
+        raise ValueError(
+            "churn thresholds must satisfy 1 >= low >= medium >= high >= 0 (minimum p_alive "
+            f"of each band), got low={lo}, medium={me}, high={hi}"
+        )
+    return {"low": lo, "medium": me, "high": hi}
+
+
+def churn_thresholds_from_rows(rows: Any) -> dict[str, float]:
+    """Thresholds from a seed-shaped table with columns ``band`` and ``min_p_alive``."""
+    df = _to_frame(rows)
+    missing = {"band", "min_p_alive"} - set(df.columns)
+    if missing:
+        raise ValueError(f"churn threshold rows need columns band, min_p_alive; missing {missing}")
+    return validate_churn_thresholds(
+        {str(b): float(v) for b, v in zip(df["band"], df["min_p_alive"], strict=True)}
+    )
+
+
+def churn_band(p_alive: Any, thresholds: Mapping[str, float] | None = None) -> np.ndarray:
+    """Band per customer: p >= low -> low, >= medium -> medium, >= high -> high, else lost."""
+    th = validate_churn_thresholds(thresholds)
+    p = _arr(p_alive)
+    return np.select(
+        [p >= th["low"], p >= th["medium"], p >= th["high"]], ["low", "medium", "high"], "lost"
+    ).astype(object)
+
+
+def _date_column(as_of: date, days: np.ndarray, valid: np.ndarray) -> pd.arrays.ArrowExtensionArray:
+    base = np.datetime64(as_of, "D")
+    values = base + np.where(valid, days, 0).astype("int64").astype("timedelta64[D]")
+    return pd.arrays.ArrowExtensionArray(pa.array(values, type=pa.date32(), mask=~valid))
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Everything scoring needs, fixed before the first batch so batches are independent.
+
+    ``bg_params``/``gg_params`` are None when that model is not used (fallbacks). The
+    population statistics feed the fallbacks and are computed once from the full input.
+    """
+
+    as_of_date: date
+    time_unit: str = "day"
+    bg_params: dict[str, float] | None = None
+    gg_params: dict[str, float] | None = None
+    mean_frequency: float = 0.0
+    mean_T: float = 0.0
+    mean_spend: float = 0.0
+    churn_thresholds: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_CHURN_THRESHOLDS)
+    )
+    annual_discount_rate: float = 0.10
+    next_purchase_horizon_days: float = 365.0
+
+    @property
+    def method(self) -> str:
+        if self.bg_params is None:
+            return "naive_rate"
+        return "bg_nbd" if self.gg_params is not None else "bg_nbd_mean_spend"
+
+    def score(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """Predictions for one batch of prepared features (recency/T in ``time_unit``)."""
+        th = validate_churn_thresholds(self.churn_thresholds)
+        unit = TIME_UNITS[self.time_unit]
+        x = batch["frequency"].to_numpy(dtype="float64")
+        tx = batch["recency"].to_numpy(dtype="float64")
+        T = batch["T"].to_numpy(dtype="float64")
+        m = batch["monetary_value"].to_numpy(dtype="float64")
+        month_t = np.arange(0, 13) * MONTH_DAYS / unit  # month ends, in the time unit
+        t30, t90 = 30.0 / unit, 90.0 / unit
+
+        if self.bg_params is not None:
+            par = self.bg_params
+            p_alive = bg_nbd_p_alive(par, x, tx, T)
+            cum = np.stack(
+                [np.zeros_like(x)]
+                + [bg_nbd_expected_purchases(par, t, x, tx, T, p_alive) for t in month_t[1:]]
+            )
+            e30 = bg_nbd_expected_purchases(par, t30, x, tx, T, p_alive)
+            e90 = bg_nbd_expected_purchases(par, t90, x, tx, T, p_alive)
+            p0_90 = bg_nbd_p_no_purchase(par, t90, x, tx, T, p_alive)
+            wait = bg_nbd_median_wait(par, x, T)
+        else:
+            mean_T = self.mean_T if self.mean_T > 0 else 1.0
+            lam = (x + self.mean_frequency) / (T + mean_T)
+            p_alive = np.exp(-lam * (T - tx))
+            cum = p_alive * lam * month_t[:, None]
+            e30, e90 = p_alive * lam * t30, p_alive * lam * t90
+            p0_90 = 1.0 - p_alive + p_alive * np.exp(-lam * t90)
+            with np.errstate(divide="ignore"):
+                wait = np.where(lam > 0, np.log(2.0) / np.where(lam > 0, lam, 1.0), np.inf)
+
+        if self.gg_params is not None:
+            aov = gamma_gamma_expected_spend(self.gg_params, x, m)
+        else:
+            aov = _shrunk_mean_spend(x, m, self.mean_spend)
+        monthly = np.clip(np.diff(cum, axis=0), 0.0, None)
+        clv = aov * (monthly_discount_factors(self.annual_discount_rate) @ monthly)
+
+        wait_days = wait * unit
+        has_date = (
+            np.isfinite(wait_days)
+            & (wait_days <= self.next_purchase_horizon_days)
+            & (p_alive >= th["high"])
+        )
+        days = np.maximum(np.ceil(np.where(has_date, wait_days, 1.0)), 1.0)
+        out = pd.DataFrame(
+            {
+                "customer_id": batch["customer_id"].to_numpy(),
+                "as_of_date": _date_column(
+                    self.as_of_date, np.zeros(len(x)), np.ones(len(x), dtype=bool)
+                ),
+                "p_alive": np.clip(p_alive, 0.0, 1.0),
+                "expected_purchases_30d": np.clip(e30, 0.0, None),
+                "expected_purchases_90d": np.clip(e90, 0.0, None),
+                "expected_purchases_365d": np.clip(cum[-1], 0.0, None),
+                "p_no_purchase_90d": np.clip(p0_90, 0.0, 1.0),
+                "expected_avg_order_value": aov,
+                "clv_12m": clv,
+                "predicted_next_purchase_date": _date_column(self.as_of_date, days, has_date),
+                "churn_risk_band": churn_band(p_alive, th),
+                "prediction_method": self.method,
+            },
+            index=batch.index,
+        )
+        numeric = out.select_dtypes("number")
+        bad = ~np.isfinite(numeric.to_numpy()).all(axis=1)
+        if bad.any():
+            raise FitError(
+                f"{int(bad.sum())} customers got non-finite predictions (e.g. customer_id "
+                f"{out.loc[bad, 'customer_id'].head(5).tolist()}) with BG/NBD {self.bg_params} "
+                f"and Gamma-Gamma {self.gg_params}; check these customers' features and the "
+                "fitted parameters"
+            )
+        return out
+
+
+def _iter_frames(data: Any, batch_size: int) -> Iterator[pd.DataFrame]:
+    if isinstance(data, pd.DataFrame):
+        for start in range(0, len(data), batch_size):
+            yield data.iloc[start : start + batch_size]
+    elif hasattr(data, "to_arrow_reader"):  # DuckDB relation: stream, never materialise all
+        for record_batch in data.to_arrow_reader(batch_size):
+            yield record_batch.to_pandas()
+    else:
+        yield from data
+
+
+def iter_predictions(
+    data: Any, scorer: Scorer, batch_size: int = DEFAULT_BATCH_SIZE, *, prepared: bool = False
+) -> Iterator[pd.DataFrame]:
+    """Yield prediction batches of at most ``batch_size`` rows (bounded memory).
+
+    ``data``: a DataFrame, a DuckDB relation (streamed with ``to_arrow_reader``) or an iterable
+    of DataFrames, all in the input contract with recency/T in DAYS unless ``prepared=True``
+    (already converted to ``scorer.time_unit`` by ``prepare_features``).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for frame in _iter_frames(data, batch_size):
+        if frame.empty:
+            continue
+        batch = frame if prepared else prepare_features(frame, scorer.time_unit)  # type: ignore[arg-type]
+        yield scorer.score(batch)
+
+
+def score_customers(
+    data: Any, scorer: Scorer, batch_size: int = DEFAULT_BATCH_SIZE, *, prepared: bool = False
+) -> pd.DataFrame:
+    """All predictions as one DataFrame (``PREDICTION_COLUMNS``), computed batch by batch."""
+    parts = list(iter_predictions(data, scorer, batch_size, prepared=prepared))
+    if not parts:
+        return _empty_predictions()
+    return pd.concat(parts, ignore_index=True)
+
+
+def _empty_predictions() -> pd.DataFrame:
+    out = pd.DataFrame({c: pd.Series(dtype="float64") for c in PREDICTION_COLUMNS})
+    for c in ("as_of_date", "predicted_next_purchase_date"):
+        out[c] = pd.Series(pd.array([], dtype=pd.ArrowDtype(pa.date32())))
+    for c in ("customer_id", "churn_risk_band", "prediction_method"):
+        out[c] = pd.Series([], dtype=object)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# One-shot: fit (with fallbacks and validation) and score
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PredictionRun:
+    """Result of ``run_predictions``: the two mart tables plus the fits behind them."""
+
+    predictions: pd.DataFrame
+    params: pd.DataFrame
+    scorer: Scorer
+    bg_fit: FitResult | None
+    gg_fit: FitResult | None
+
+

@@ -1,0 +1,73 @@
+{#-
+    Every accepted order placed on or before the as-of date, with its status as it was known on
+    that date: a cancellation or refund recorded after the as-of date had not happened yet, so
+    such an order is still `completed` here (and its status_changed_at is null). Everything
+    downstream reads orders through this model, so no feature, tier or level can see the future.
+-#}
+with
+
+orders as (
+    select * from {{ ref('stg_shop__orders') }}
+),
+
+as_of as (
+    select as_of_date from {{ ref('int_as_of_date') }}
+),
+
+cut_off as (
+    select
+        orders.order_id,
+        orders.customer_id,
+        orders.ordered_at,
+        orders.ordered_date,
+        orders.amount,
+        orders.discount_amount,
+        orders.channel,
+        orders.status as final_status,
+        orders.status_changed_at as final_status_changed_at,
+        as_of.as_of_date
+    from orders
+    cross join as_of
+    where orders.ordered_date <= as_of.as_of_date
+),
+
+statuses_as_of as (
+    select
+        order_id,
+        customer_id,
+        ordered_at,
+        ordered_date,
+        amount,
+        discount_amount,
+        channel,
+        case
+            when final_status <> 'completed'
+                and cast(final_status_changed_at as date) > as_of_date
+                then 'completed'
+            else final_status
+        end as status,
+        case
+            when cast(final_status_changed_at as date) <= as_of_date
+                then final_status_changed_at
+        end as status_changed_at,
+        as_of_date
+    from cut_off
+),
+
+final as (
+    select
+        order_id,
+        customer_id,
+        ordered_at,
+        ordered_date,
+        amount,
+        discount_amount,
+        channel,
+        status,
+        status_changed_at,
+        status = 'completed' as is_purchase,
+        as_of_date
+    from statuses_as_of
+)
+
+select * from final

@@ -1,0 +1,117 @@
+{#-
+    Every order placed by the as-of date with the membership level its customer held just
+    before it: the highest level of seeds/tiers/membership_levels.csv whose min_spend_12m and
+    min_orders_12m are met by the customer's completed orders placed strictly before this order
+    (earlier ordered_at; same timestamp: smaller order_id) that still count on this order's day
+    (an order counts until the day before the same day `membership_window_months` later).
+    The downgrade grace period is NOT applied here (docs/tiers.md): the loyalty points asset
+    uses this level for its earning multiplier, where the simpler rule is the documented one.
+    Statuses are as of the as-of date (int_orders_filtered_to_as_of_date): a refunded or
+    cancelled order never counts toward a later order's level.
+
+    How: each completed order adds its amount on its timestamp and takes it back at midnight of
+    the day it stops counting; a running sum over these events (in time order, take-backs first
+    at equal times) just before an order's own event is the balance that order sees.
+-#}
+with
+
+orders as (
+    select * from {{ ref('int_orders_filtered_to_as_of_date') }}
+),
+
+membership_levels as (
+    select * from {{ ref('membership_levels') }}
+),
+
+tier_settings as (
+    select * from {{ ref('tier_settings') }}
+),
+
+settings as (
+    select
+        cast(
+            max(
+                case when setting_name = 'membership_window_months' then setting_value end
+            ) as {{ dbt.type_int() }}
+        ) as window_months
+    from tier_settings
+),
+
+events as (
+    select
+        customer_id,
+        order_id,
+        ordered_at as event_at,
+        1 as event_order,
+        case when is_purchase then amount else 0 end as spend_change,
+        case when is_purchase then 1 else 0 end as orders_change,
+        true as is_order_event
+    from orders
+    union all
+    select
+        orders.customer_id,
+        orders.order_id,
+        cast(
+            {{ cw_add_months('orders.ordered_date', 'settings.window_months') }}
+            as {{ dbt.type_timestamp() }}
+        ) as event_at,
+        0 as event_order,
+        -orders.amount as spend_change,
+        -1 as orders_change,
+        false as is_order_event
+    from orders
+    cross join settings
+    where orders.is_purchase
+),
+
+balances_before as (
+    select
+        customer_id,
+        order_id,
+        is_order_event,
+        coalesce(
+            sum(spend_change) over (
+                partition by customer_id order by event_at, event_order, order_id
+                rows between unbounded preceding and 1 preceding
+            ),
+            0
+        ) as spend_12m_before_order,
+        coalesce(
+            sum(orders_change) over (
+                partition by customer_id order by event_at, event_order, order_id
+                rows between unbounded preceding and 1 preceding
+            ),
+            0
+        ) as orders_12m_before_order
+    from events
+),
+
+level_ranks as (
+    select
+        balances_before.order_id,
+        max(membership_levels.level_rank) as level_rank
+    from balances_before
+    inner join membership_levels
+        on balances_before.spend_12m_before_order >= membership_levels.min_spend_12m
+        and balances_before.orders_12m_before_order >= membership_levels.min_orders_12m
+    where balances_before.is_order_event
+    group by balances_before.order_id
+),
+
+final as (
+    select
+        orders.order_id,
+        orders.customer_id,
+        orders.ordered_at,
+        orders.status_changed_at,
+        orders.amount,
+        orders.status,
+        membership_levels.membership_level as membership_level_at_order
+    from orders
+    left join level_ranks
+        on orders.order_id = level_ranks.order_id
+    left join membership_levels
+        on level_ranks.level_rank = membership_levels.level_rank
+)
+
+select * from final

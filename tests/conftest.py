@@ -1,0 +1,95 @@
+"""Shared helpers: build a warehouse from a raw folder into a temporary DuckDB file.
+
+dbt runs as a subprocess with its own target/log folders, so tests never touch `data/` or
+`target/` and can run beside `make run`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from customer_warehouse import raw_load
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+DBT = str(Path(sys.executable).parent / "dbt")
+
+
+@dataclass
+class Warehouse:
+    """A warehouse built for a test: its file, its raw folder and the dbt output."""
+
+    path: Path
+    raw_dir: Path
+    work_dir: Path
+    dbt_output: str = ""
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        return duckdb.connect(str(self.path), read_only=True)
+
+    def query(self, sql: str, params=None) -> list[tuple]:
+        with self.connect() as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def scalar(self, sql: str, params=None):
+        return self.query(sql, params)[0][0]
+
+
+def dbt_env(warehouse_path: Path, work_dir: Path, raw_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CW_", "DBT_"))}
+    env.update(
+        CW_WAREHOUSE_PATH=str(warehouse_path),
+        CW_RAW_DIR=str(raw_dir),
+        DBT_PROFILES_DIR=str(PROJECT_DIR),
+        DBT_TARGET_PATH=str(work_dir / "target"),
+        DBT_LOG_PATH=str(work_dir / "logs"),
+        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+    )
+    env.update(extra)
+    return env
+
+
+def run_dbt(args: list[str], env: dict[str, str], *, check: bool = True
+            ) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [DBT, *args], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=1800
+    )
+    if check and proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-60:])
+        raise AssertionError(f"dbt {' '.join(args)} failed ({proc.returncode}):\n{tail}\n"
+                             f"{proc.stderr[-2000:]}")
+    return proc
+
+
+def build_warehouse(raw_dir: Path, work_dir: Path, *, select: str | None = None,
+                    as_of_date: str = "", check: bool = True, full: bool = True) -> Warehouse:
+    """Load `raw_dir` and run `dbt build` (seeds, models, tests; optionally a selection)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as con:
+        raw_load.load_raw(con, raw_dir, log=lambda _line: None)
+        raw_load.ensure_survey_tables(con)
+    env = dbt_env(path, work_dir, raw_dir, CW_AS_OF_DATE=as_of_date)
+    args = ["build"] + (["--select", select] if select else [])
+    proc = run_dbt(args, env, check=check)
+    return Warehouse(path=path, raw_dir=raw_dir, work_dir=work_dir, dbt_output=proc.stdout)
+
+
+STAGING_SELECTION = "+staging +int_as_of_date"
+
+
+@pytest.fixture(scope="session")
+def quarantine_warehouse(tmp_path_factory) -> Warehouse:
+    """The hand-written quarantine fixture (every reject reason once) built through staging."""
+    work = tmp_path_factory.mktemp("quarantine")
+    raw = work / "raw"
+    shutil.copytree(FIXTURES / "quarantine", raw)
+    return build_warehouse(raw, work, select=STAGING_SELECTION)
