@@ -114,7 +114,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Literal
@@ -650,9 +650,7 @@ def _posterior_summary(
         return params, None, {}
     import arviz as az
 
-    intervals = {
-        k: (float(post[k].quantile(0.03)), float(post[k].quantile(0.97))) for k in names
-    }
+    intervals = {k: (float(post[k].quantile(0.03)), float(post[k].quantile(0.97))) for k in names}
     rhat = az.rhat(model.idata, var_names=list(names))
     diag: dict[str, Any] = {"r_hat": {k: float(rhat[k]) for k in names}}
     stats_ = getattr(model.idata, "sample_stats", None)
@@ -799,9 +797,7 @@ def _fit_gamma_gamma(
     theta = np.array([params[k] for k in GAMMA_GAMMA_PARAMS])
     finite = bool(np.all(np.isfinite(theta)) and np.all(theta > 0))
     if finite:
-        diag.update(
-            _diagnostics(lambda lt: _gg_ll_grad(lt, d), np.log(theta), GAMMA_GAMMA_PARAMS)
-        )
+        diag.update(_diagnostics(lambda lt: _gg_ll_grad(lt, d), np.log(theta), GAMMA_GAMMA_PARAMS))
         ll = float(_gg_ll_grad(np.log(theta), d)[0])
     else:
         ll = math.nan
@@ -1072,6 +1068,7 @@ class Scorer:
 
     ``bg_params``/``gg_params`` are None when that model is not used (fallbacks). The
     population statistics feed the fallbacks and are computed once from the full input.
+    All ``t`` arguments are in ``time_unit``.
     """
 
     as_of_date: date
@@ -1089,9 +1086,49 @@ class Scorer:
 
     @property
     def method(self) -> str:
+        """The ``prediction_method`` value of every row this scorer writes."""
         if self.bg_params is None:
             return "naive_rate"
         return "bg_nbd" if self.gg_params is not None else "bg_nbd_mean_spend"
+
+    def _naive_rate(self, x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        mean_T = self.mean_T if self.mean_T > 0 else 1.0
+        return (x + self.mean_frequency) / (T + mean_T)
+
+    def p_alive(self, x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> np.ndarray:
+        if self.bg_params is not None:
+            return bg_nbd_p_alive(self.bg_params, x, tx, T)
+        return np.exp(-self._naive_rate(x, T) * (T - tx))
+
+    def expected_purchases(self, t: Any, x, tx, T, p_alive: np.ndarray) -> np.ndarray:
+        if self.bg_params is not None:
+            return bg_nbd_expected_purchases(self.bg_params, t, x, tx, T, p_alive)
+        return p_alive * self._naive_rate(x, T) * t
+
+    def expected_purchases_new_customer(self, t: Any) -> np.ndarray:
+        """E[X(t)] for a customer who just made a first purchase (FHL 2005 eq. 9)."""
+        t = _arr(t)
+        if self.bg_params is not None:
+            zero = np.zeros_like(t)
+            return bg_nbd_expected_purchases(self.bg_params, t, zero, zero, zero)
+        mean_T = self.mean_T if self.mean_T > 0 else 1.0
+        return self.mean_frequency / mean_T * t
+
+    def p_no_purchase(self, t: Any, x, tx, T, p_alive: np.ndarray) -> np.ndarray:
+        if self.bg_params is not None:
+            return bg_nbd_p_no_purchase(self.bg_params, t, x, tx, T, p_alive)
+        return 1.0 - p_alive + p_alive * np.exp(-self._naive_rate(x, T) * t)
+
+    def median_wait(self, x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        if self.bg_params is not None:
+            return bg_nbd_median_wait(self.bg_params, x, T)
+        lam = self._naive_rate(x, T)
+        return np.where(lam > 0, np.log(2.0) / np.where(lam > 0, lam, 1.0), np.inf)
+
+    def expected_spend(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+        if self.gg_params is not None:
+            return gamma_gamma_expected_spend(self.gg_params, x, m)
+        return _shrunk_mean_spend(x, m, self.mean_spend)
 
     def score(self, batch: pd.DataFrame) -> pd.DataFrame:
         """Predictions for one batch of prepared features (recency/T in ``time_unit``)."""
@@ -1101,38 +1138,23 @@ class Scorer:
         tx = batch["recency"].to_numpy(dtype="float64")
         T = batch["T"].to_numpy(dtype="float64")
         m = batch["monetary_value"].to_numpy(dtype="float64")
-        month_t = np.arange(0, 13) * MONTH_DAYS / unit  # month ends, in the time unit
-        t30, t90 = 30.0 / unit, 90.0 / unit
+        n = len(x)
 
-        if self.bg_params is not None:
-            par = self.bg_params
-            p_alive = bg_nbd_p_alive(par, x, tx, T)
-            cum = np.stack(
-                [np.zeros_like(x)]
-                + [bg_nbd_expected_purchases(par, t, x, tx, T, p_alive) for t in month_t[1:]]
-            )
-            e30 = bg_nbd_expected_purchases(par, t30, x, tx, T, p_alive)
-            e90 = bg_nbd_expected_purchases(par, t90, x, tx, T, p_alive)
-            p0_90 = bg_nbd_p_no_purchase(par, t90, x, tx, T, p_alive)
-            wait = bg_nbd_median_wait(par, x, T)
-        else:
-            mean_T = self.mean_T if self.mean_T > 0 else 1.0
-            lam = (x + self.mean_frequency) / (T + mean_T)
-            p_alive = np.exp(-lam * (T - tx))
-            cum = p_alive * lam * month_t[:, None]
-            e30, e90 = p_alive * lam * t30, p_alive * lam * t90
-            p0_90 = 1.0 - p_alive + p_alive * np.exp(-lam * t90)
-            with np.errstate(divide="ignore"):
-                wait = np.where(lam > 0, np.log(2.0) / np.where(lam > 0, lam, 1.0), np.inf)
-
-        if self.gg_params is not None:
-            aov = gamma_gamma_expected_spend(self.gg_params, x, m)
-        else:
-            aov = _shrunk_mean_spend(x, m, self.mean_spend)
+        p_alive = self.p_alive(x, tx, T)
+        # Cumulative expected purchases at the 12 month ends (month 12 = 365 days).
+        month_t = np.arange(1, 13) * MONTH_DAYS / unit
+        cum = np.zeros((13, n))
+        for k, t in enumerate(month_t, start=1):
+            cum[k] = self.expected_purchases(t, x, tx, T, p_alive)
+        e30 = self.expected_purchases(30.0 / unit, x, tx, T, p_alive)
+        e90 = self.expected_purchases(90.0 / unit, x, tx, T, p_alive)
+        p0_90 = self.p_no_purchase(90.0 / unit, x, tx, T, p_alive)
+        aov = self.expected_spend(x, m)
         monthly = np.clip(np.diff(cum, axis=0), 0.0, None)
         clv = aov * (monthly_discount_factors(self.annual_discount_rate) @ monthly)
 
-        wait_days = wait * unit
+        with np.errstate(over="ignore", invalid="ignore"):
+            wait_days = self.median_wait(x, T) * unit
         has_date = (
             np.isfinite(wait_days)
             & (wait_days <= self.next_purchase_horizon_days)
@@ -1142,9 +1164,7 @@ class Scorer:
         out = pd.DataFrame(
             {
                 "customer_id": batch["customer_id"].to_numpy(),
-                "as_of_date": _date_column(
-                    self.as_of_date, np.zeros(len(x)), np.ones(len(x), dtype=bool)
-                ),
+                "as_of_date": _date_column(self.as_of_date, np.zeros(n), np.ones(n, dtype=bool)),
                 "p_alive": np.clip(p_alive, 0.0, 1.0),
                 "expected_purchases_30d": np.clip(e30, 0.0, None),
                 "expected_purchases_90d": np.clip(e90, 0.0, None),
@@ -1155,11 +1175,10 @@ class Scorer:
                 "predicted_next_purchase_date": _date_column(self.as_of_date, days, has_date),
                 "churn_risk_band": churn_band(p_alive, th),
                 "prediction_method": self.method,
-            },
-            index=batch.index,
+            }
         )
-        numeric = out.select_dtypes("number")
-        bad = ~np.isfinite(numeric.to_numpy()).all(axis=1)
+        numeric = out.select_dtypes("number").to_numpy()
+        bad = ~np.isfinite(numeric).all(axis=1)
         if bad.any():
             raise FitError(
                 f"{int(bad.sum())} customers got non-finite predictions (e.g. customer_id "
@@ -1234,3 +1253,480 @@ class PredictionRun:
     gg_fit: FitResult | None
 
 
+def fit_models(
+    features: Any,
+    as_of_date: date | str,
+    *,
+    time_unit: TimeUnit = "day",
+    method: FitMethod = "map",
+    churn_thresholds: Mapping[str, float] | None = None,
+    annual_discount_rate: float = 0.10,
+    min_customers: int = 200,
+    min_repeat_customers: int = 30,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    mcmc_kwargs: Mapping[str, Any] | None = None,
+    next_purchase_horizon_days: float = 365.0,
+) -> tuple[Scorer, FitResult | None, FitResult | None]:
+    """Fit what the data support, validate, and build the ``Scorer`` (features in days).
+
+    * fewer than ``min_customers`` customers or ``min_repeat_customers`` repeat buyers: no fit,
+      ``naive_rate`` fallback;
+    * fewer than ``min_repeat_customers`` repeat buyers with a positive spend: BG/NBD only,
+      ``bg_nbd_mean_spend``;
+    * otherwise both models, each passed through ``validate_fit``; its ``FitError`` propagates
+      (a blocking failure: keep the previous predictions).
+    """
+    prepared = prepare_features(features, time_unit)
+    return _fit_models(
+        prepared,
+        _as_date(as_of_date),
+        time_unit,
+        method,
+        churn_thresholds,
+        annual_discount_rate,
+        min_customers,
+        min_repeat_customers,
+        bounds,
+        mcmc_kwargs,
+        next_purchase_horizon_days,
+    )
+
+
+def _fit_models(
+    prepared: pd.DataFrame,
+    as_of: date,
+    time_unit: str,
+    method: str,
+    churn_thresholds: Mapping[str, float] | None,
+    annual_discount_rate: float,
+    min_customers: int,
+    min_repeat_customers: int,
+    bounds: Mapping[str, tuple[float, float]] | None,
+    mcmc_kwargs: Mapping[str, Any] | None,
+    next_purchase_horizon_days: float,
+) -> tuple[Scorer, FitResult | None, FitResult | None]:
+    x = prepared["frequency"].to_numpy()
+    m = prepared["monetary_value"].to_numpy()
+    n, n_repeat = len(prepared), int((x > 0).sum())
+    spend_ok = (x > 0) & (m > 0)
+    bg_fit = gg_fit = None
+    if n >= min_customers and n_repeat >= min_repeat_customers:
+        bg_fit = validate_fit(_fit_bg_nbd(prepared, method, time_unit, as_of, mcmc_kwargs), bounds)
+        if int(spend_ok.sum()) >= min_repeat_customers:
+            gg_fit = validate_fit(
+                _fit_gamma_gamma(prepared, method, time_unit, as_of, mcmc_kwargs), bounds
+            )
+    scorer = Scorer(
+        as_of_date=as_of,
+        time_unit=time_unit,
+        bg_params=None if bg_fit is None else dict(bg_fit.params),
+        gg_params=None if gg_fit is None else dict(gg_fit.params),
+        mean_frequency=float(x.mean()) if n else 0.0,
+        mean_T=float(prepared["T"].mean()) if n else 0.0,
+        mean_spend=float(m[spend_ok].mean()) if spend_ok.any() else 0.0,
+        churn_thresholds=validate_churn_thresholds(churn_thresholds),
+        annual_discount_rate=annual_discount_rate,
+        next_purchase_horizon_days=next_purchase_horizon_days,
+    )
+    return scorer, bg_fit, gg_fit
+
+
+def run_predictions(
+    features: Any,
+    as_of_date: date | str,
+    *,
+    time_unit: TimeUnit = "day",
+    method: FitMethod = "map",
+    churn_thresholds: Mapping[str, float] | None = None,
+    annual_discount_rate: float = 0.10,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    min_customers: int = 200,
+    min_repeat_customers: int = 30,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    mcmc_kwargs: Mapping[str, Any] | None = None,
+    next_purchase_horizon_days: float = 365.0,
+) -> PredictionRun:
+    """Fit, validate and score in one call: what the ``customer_predictions`` asset runs.
+
+    ``features``: the input contract in days (DataFrame or DuckDB relation, e.g.
+    ``read_customer_features``'s result). Raises ``FitError`` before producing anything when a
+    fit fails, so the caller writes nothing and the previous tables stay.
+    """
+    prepared = prepare_features(features, time_unit)
+    as_of = _as_date(as_of_date)
+    scorer, bg_fit, gg_fit = _fit_models(
+        prepared,
+        as_of,
+        time_unit,
+        method,
+        churn_thresholds,
+        annual_discount_rate,
+        min_customers,
+        min_repeat_customers,
+        bounds,
+        mcmc_kwargs,
+        next_purchase_horizon_days,
+    )
+    predictions = score_customers(prepared, scorer, batch_size, prepared=True)
+    return PredictionRun(
+        predictions=predictions,
+        params=model_params_table(bg_fit, gg_fit, as_of_date=as_of),
+        scorer=scorer,
+        bg_fit=bg_fit,
+        gg_fit=gg_fit,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Backtest
+# --------------------------------------------------------------------------------------------
+
+
+def _purchase_days(transactions: Any) -> pd.DataFrame:
+    """(customer_id, day as int days since 1970-01-01, value summed over the day)."""
+    df = _to_frame(transactions)
+    missing = {"customer_id", "purchase_date", "value"} - set(df.columns)
+    if missing:
+        raise ValueError(
+            f"transactions need columns customer_id, purchase_date, value; missing {missing}"
+        )
+    day = pd.to_datetime(df["purchase_date"]).to_numpy().astype("datetime64[D]").astype("int64")
+    out = pd.DataFrame(
+        {
+            "customer_id": df["customer_id"].to_numpy(),
+            "day": day,
+            "value": pd.to_numeric(df["value"]).fillna(0.0).to_numpy(dtype="float64"),
+        }
+    )
+    return out.groupby(["customer_id", "day"], as_index=False, sort=True)["value"].sum()
+
+
+def _day_number(value: date | str) -> int:
+    return int(np.datetime64(_as_date(value), "D").astype("int64"))
+
+
+def _from_day_number(day: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=int(day))
+
+
+def summarize_transactions(transactions: Any, as_of_date: date | str) -> pd.DataFrame:
+    """Build the input contract (in days) from purchase days on or before ``as_of_date``.
+
+    Same definitions as ``marts.customer_features``: frequency = distinct purchase days - 1,
+    recency = last - first purchase day, T = as-of date - first purchase day, monetary_value =
+    spend on repeat purchase days / their number (first day excluded; 0 if none).
+    """
+    days = _purchase_days(transactions)
+    return _summarize_days(days, _day_number(as_of_date))
+
+
+def _summarize_days(days: pd.DataFrame, as_of: int) -> pd.DataFrame:
+    cal = days[days["day"] <= as_of]
+    g = cal.groupby("customer_id", sort=True)
+    first = g["day"].min()
+    agg = pd.DataFrame(
+        {
+            "first": first,
+            "last": g["day"].max(),
+            "n": g["day"].size(),
+            "total": g["value"].sum(),
+            "first_value": g["value"].first(),  # rows are sorted by day within customer
+        }
+    )
+    x = agg["n"] - 1
+    repeat_spend = agg["total"] - agg["first_value"]
+    return pd.DataFrame(
+        {
+            "customer_id": agg.index.to_numpy(),
+            "frequency": x.to_numpy(dtype="float64"),
+            "recency": (agg["last"] - agg["first"]).to_numpy(dtype="float64"),
+            "T": (as_of - agg["first"]).to_numpy(dtype="float64"),
+            "monetary_value": np.where(x > 0, repeat_spend / x.where(x > 0, 1), 0.0),
+        }
+    )
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve via the Mann-Whitney rank sum (ties averaged)."""
+    n_pos = int(labels.sum())
+    n_neg = labels.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = stats.rankdata(scores)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _frequency_segment(x: np.ndarray) -> np.ndarray:
+    xi = x.astype("int64")
+    return np.where(xi >= 7, "frequency=7+", np.char.add("frequency=", xi.astype(str))).astype(
+        object
+    )
+
+
+def backtest(
+    transactions: Any,
+    calibration_end: date | str,
+    holdout_end: date | str,
+    time_unit: TimeUnit = "day",
+    *,
+    method: FitMethod = "map",
+    period_days: int = 7,
+    churn_thresholds: Mapping[str, float] | None = None,
+    min_customers: int = 200,
+    min_repeat_customers: int = 30,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+) -> pd.DataFrame:
+    """Fit as of ``calibration_end``, predict (calibration_end, holdout_end], compare.
+
+    ``transactions``: (customer_id, purchase_date, value); several rows on one day count as one
+    purchase day. Customers whose first purchase is after ``calibration_end`` are not scored.
+
+    Returns the long table ``marts.prediction_backtest`` (``BACKTEST_COLUMNS``):
+
+    ===================  =====================================================================
+    calibration_end,     the backtest window (DATE); time_unit of the fit;
+    holdout_end,         prediction_method as in customer_predictions
+    time_unit,
+    prediction_method
+    phase                ``calibration`` (in-sample fit) or ``holdout`` (out-of-sample)
+    metric               see below
+    segment              ``all``, ``frequency=0`` .. ``frequency=7+`` (calibration repeat days),
+                         or the model name for ``param_*`` rows
+    period_index,        per-period rows only (else NULL): consecutive ``period_days`` periods,
+    period_start,        calibration periods end on calibration_end, holdout periods start the
+    period_end           day after; both ends inclusive; the last holdout period may be short
+    value                the number
+    customers            customers behind the number (segment size)
+    ===================  =====================================================================
+
+    Metrics. Per period (plot ``value`` over ``period_start`` by ``metric``):
+    ``repeat_purchases_actual`` / ``repeat_purchases_predicted`` (calibration: unconditional
+    expectation per first-purchase cohort, FHL 2005 fig. 1; holdout: sum of each customer's
+    conditional expectation), and ``cumulative_repeat_purchases_actual`` / ``_predicted`` over
+    the whole timeline. Per customer over the holdout, by segment: ``mean_actual_purchases``,
+    ``mean_predicted_purchases``, ``mae_purchases``, ``rmse_purchases``,
+    ``mae_purchases_naive_baseline`` (x / T * holdout length, for reference). Ranking of
+    P(buys in holdout) = 1 - P(X(h)=0) against whether they bought: ``auc_buys_again``,
+    ``gini_buys_again`` (2 AUC - 1), ``top_decile_capture_buyers`` (share of holdout buyers among
+    the top 10 % by score), ``top_decile_capture_purchases`` (share of holdout purchases made by
+    the top 10 % by expected purchases), ``top_decile_lift``, ``buyer_rate``. Totals:
+    ``total_purchases_actual``, ``total_purchases_predicted``,
+    ``total_purchases_relative_error`` ((predicted - actual) / actual), ``total_value_actual``,
+    ``total_value_predicted`` (expected purchases x expected spend). Fitted parameters:
+    ``param_<name>``. A metric that is undefined (e.g. AUC when nobody bought) is left out.
+    """
+    cal_end, hold_end = _day_number(calibration_end), _day_number(holdout_end)
+    if hold_end <= cal_end:
+        raise ValueError(
+            f"holdout_end ({holdout_end}) must be after calibration_end ({calibration_end})"
+        )
+    if period_days < 1:
+        raise ValueError(f"period_days must be >= 1, got {period_days}")
+    unit = TIME_UNITS[time_unit]
+    days = _purchase_days(transactions)
+    features = _summarize_days(days, cal_end)
+    if features.empty:
+        raise ValueError(f"no customer bought on or before calibration_end {calibration_end}")
+    prepared = prepare_features(features, time_unit)
+    scorer, bg_fit, gg_fit = _fit_models(
+        prepared,
+        _from_day_number(cal_end),
+        time_unit,
+        method,
+        churn_thresholds,
+        0.0,
+        min_customers,
+        min_repeat_customers,
+        bounds,
+        None,
+        365.0,
+    )
+    ids = prepared["customer_id"].to_numpy()
+    x = prepared["frequency"].to_numpy()
+    tx = prepared["recency"].to_numpy()
+    T = prepared["T"].to_numpy()
+    m = prepared["monetary_value"].to_numpy()
+    first_day = cal_end - features["T"].to_numpy().astype("int64")
+    n = len(ids)
+
+    hold = days[(days["day"] > cal_end) & (days["day"] <= hold_end)]
+    hold = hold[hold["customer_id"].isin(ids)]
+    pos = pd.Index(ids).get_indexer(hold["customer_id"])
+    actual = np.bincount(pos, minlength=n).astype("float64")
+    actual_value = np.bincount(pos, weights=hold["value"].to_numpy(), minlength=n)
+
+    h = (hold_end - cal_end) / unit
+    p_alive = scorer.p_alive(x, tx, T)
+    predicted = scorer.expected_purchases(h, x, tx, T, p_alive)
+    p_buy = 1.0 - scorer.p_no_purchase(h, x, tx, T, p_alive)
+    aov = scorer.expected_spend(x, m)
+
+    rows: list[dict[str, Any]] = []
+
+    def add(phase: str, metric: str, value: float, segment: str = "all", customers: int = n,
+            period: tuple[int, int, int] | None = None) -> None:  # fmt: skip
+        rows.append(
+            {
+                "phase": phase,
+                "metric": metric,
+                "segment": segment,
+                "period_index": None if period is None else period[0],
+                "period_start": None if period is None else _from_day_number(period[1]),
+                "period_end": None if period is None else _from_day_number(period[2]),
+                "value": float(value),
+                "customers": int(customers),
+            }
+        )
+
+    # ---- per-period aggregates -------------------------------------------------------------
+    first_cal = int(first_day.min())
+    n_cal = -(-(cal_end - first_cal + 1) // period_days)
+    periods: list[tuple[str, int, int]] = []
+    for j in range(n_cal, 0, -1):
+        start = max(cal_end - j * period_days + 1, first_cal)
+        periods.append(("calibration", start, cal_end - (j - 1) * period_days))
+    start = cal_end + 1
+    while start <= hold_end:
+        periods.append(("holdout", start, min(start + period_days - 1, hold_end)))
+        start += period_days
+
+    is_repeat = days["day"].to_numpy() > days["customer_id"].map(
+        pd.Series(first_day, index=ids)
+    ).to_numpy(dtype="float64", na_value=np.inf)
+    repeat_days = days.loc[is_repeat & (days["day"] <= hold_end), "day"].to_numpy()
+    cohorts, cohort_size = np.unique(first_day, return_counts=True)
+
+    def cal_expected(day: int) -> float:
+        """Expected repeat purchase days up to and including ``day`` (all cohorts)."""
+        t = np.clip(day - cohorts, 0, None) / unit
+        return float(scorer.expected_purchases_new_customer(t) @ cohort_size)
+
+    def hold_expected(day: int) -> float:
+        t = max(day - cal_end, 0) / unit
+        return float(scorer.expected_purchases(t, x, tx, T, p_alive).sum())
+
+    cum_actual = cum_pred = 0.0
+    for k, (phase, start, end) in enumerate(periods):
+        act = float(((repeat_days >= start) & (repeat_days <= end)).sum())
+        if phase == "calibration":
+            pred = cal_expected(end) - cal_expected(start - 1)
+        else:
+            pred = hold_expected(end) - hold_expected(start - 1)
+        cum_actual += act
+        cum_pred += pred
+        period = (k, start, end)
+        add(phase, "repeat_purchases_actual", act, period=period)
+        add(phase, "repeat_purchases_predicted", pred, period=period)
+        add(phase, "cumulative_repeat_purchases_actual", cum_actual, period=period)
+        add(phase, "cumulative_repeat_purchases_predicted", cum_pred, period=period)
+
+    # ---- per-customer errors by segment ----------------------------------------------------
+    baseline = np.where(T > 0, x / np.where(T > 0, T, 1.0), 0.0) * h
+    segments = _frequency_segment(x)
+    for seg in ["all", *sorted(set(segments), key=lambda s: (len(s), s))]:
+        mask = np.ones(n, dtype=bool) if seg == "all" else segments == seg
+        k = int(mask.sum())
+        err = predicted[mask] - actual[mask]
+        add("holdout", "mean_actual_purchases", actual[mask].mean(), seg, k)
+        add("holdout", "mean_predicted_purchases", predicted[mask].mean(), seg, k)
+        add("holdout", "mae_purchases", np.abs(err).mean(), seg, k)
+        add("holdout", "rmse_purchases", np.sqrt((err**2).mean()), seg, k)
+        add(
+            "holdout",
+            "mae_purchases_naive_baseline",
+            np.abs(baseline[mask] - actual[mask]).mean(),
+            seg,
+            k,
+        )
+
+    # ---- ranking ----------------------------------------------------------------------------
+    bought = actual > 0
+    auc = _auc(bought, p_buy)
+    if auc is not None:
+        add("holdout", "auc_buys_again", auc)
+        add("holdout", "gini_buys_again", 2 * auc - 1)
+    top_k = max(int(math.ceil(0.1 * n)), 1)
+    top_by_p = np.argsort(-p_buy, kind="stable")[:top_k]
+    top_by_e = np.argsort(-predicted, kind="stable")[:top_k]
+    add("holdout", "buyer_rate", bought.mean())
+    if bought.any():
+        add("holdout", "top_decile_capture_buyers", bought[top_by_p].sum() / bought.sum(),
+            customers=top_k)  # fmt: skip
+        add("holdout", "top_decile_lift", bought[top_by_p].mean() / bought.mean(),
+            customers=top_k)  # fmt: skip
+        add("holdout", "top_decile_capture_purchases", actual[top_by_e].sum() / actual.sum(),
+            customers=top_k)  # fmt: skip
+
+    # ---- totals and parameters --------------------------------------------------------------
+    add("holdout", "total_purchases_actual", actual.sum())
+    add("holdout", "total_purchases_predicted", predicted.sum())
+    if actual.sum() > 0:
+        add(
+            "holdout",
+            "total_purchases_relative_error",
+            (predicted.sum() - actual.sum()) / actual.sum(),
+        )
+    add("holdout", "total_value_actual", actual_value.sum())
+    add("holdout", "total_value_predicted", float(predicted @ aov))
+    for fit in (bg_fit, gg_fit):
+        if fit is not None:
+            for name, value in fit.params.items():
+                add("calibration", f"param_{name}", value, fit.model, fit.customers_used)
+
+    out = pd.DataFrame(rows)
+    out.insert(0, "calibration_end", _from_day_number(cal_end))
+    out.insert(1, "holdout_end", _from_day_number(hold_end))
+    out.insert(2, "time_unit", time_unit)
+    out.insert(3, "prediction_method", scorer.method)
+    for c in ("calibration_end", "holdout_end", "period_start", "period_end"):
+        out[c] = pd.array(list(out[c]), dtype=pd.ArrowDtype(pa.date32()))
+    out["period_index"] = out["period_index"].astype("Int64")
+    return out[list(BACKTEST_COLUMNS)]
+
+
+# --------------------------------------------------------------------------------------------
+# Simulation (tests, benchmarks, docs)
+# --------------------------------------------------------------------------------------------
+
+
+def simulate_bg_nbd(
+    n_customers: int,
+    params: Mapping[str, float],
+    *,
+    max_T: float = 730.0,
+    gg_params: Mapping[str, float] | None = None,
+    seed: int | np.random.Generator | None = None,
+) -> pd.DataFrame:
+    """Draw customer summaries (input contract) from a known BG/NBD (+ Gamma-Gamma) process.
+
+    Exact and vectorised: with K ~ Poisson(lambda T) events of an ever-alive customer in (0, T]
+    and dropout after the N-th repeat purchase (N ~ Geometric(p)), the observed frequency is
+    x = min(K, N), and the x-th of K uniform event times is T * Beta(x, K - x + 1). T is uniform
+    on (0, max_T) in the unit of ``alpha``. Spend: nu ~ Gamma(q, rate v) per customer, the mean of
+    x Gamma(p, rate nu) spends is Gamma(p x, rate x nu).
+    """
+    rng = np.random.default_rng(seed)
+    r, alpha, a, b = (float(params[k]) for k in BG_NBD_PARAMS)
+    lam = rng.gamma(r, 1.0 / alpha, n_customers)
+    p = np.clip(rng.beta(a, b, n_customers), 1e-12, 1.0)
+    T = rng.uniform(0.0, max_T, n_customers)
+    K = rng.poisson(lam * T)
+    N = rng.geometric(p)
+    x = np.minimum(K, N)
+    pos = x > 0
+    tx = np.zeros(n_customers)
+    tx[pos] = T[pos] * rng.beta(x[pos], K[pos] - x[pos] + 1)
+    m = np.zeros(n_customers)
+    if gg_params is not None:
+        gp, gq, gv = (float(gg_params[k]) for k in GAMMA_GAMMA_PARAMS)
+        nu = rng.gamma(gq, 1.0 / gv, n_customers)
+        m[pos] = rng.gamma(gp * x[pos], 1.0 / (x[pos] * nu[pos]))
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(n_customers),
+            "frequency": x.astype("float64"),
+            "recency": tx,
+            "T": T,
+            "monetary_value": m,
+        }
+    )

@@ -29,6 +29,8 @@ Rules (documented here because this is the only place they live):
   the previous version's rows are **kept** (a broken upload never wipes good data) and the new
   version is recorded as ``failed``. Going back to an older content re-ingests it.
   A file that disappears from the folder keeps its rows (raw is an append-only record).
+* **A copy** (same content as another, already ingested file) is recorded as ``failed``: its
+  responses are already in.
 * **Files are processed in name order**; ``source_row`` is the 1-based record number inside the
   file (CSV: data rows after the header; JSON: position in the array).
 * **response_id** when the column is absent or the value empty: ``<file name>#<source_row>``,
@@ -265,6 +267,19 @@ def _ingest_one_file(
     has_current = "ingested" in known.values()
 
     try:
+        copy_of = con.execute(
+            "select min(source_file) from raw.survey_files "
+            "where file_sha256 = ? and source_file <> ? and status = 'ingested'",
+            [sha, name],
+        ).fetchone()[0]
+        if copy_of is not None:
+            # Generated response ids contain the file name, so a renamed copy would otherwise
+            # count every response twice.
+            raise SurveyFileError(
+                f"Survey file {name!r} has exactly the same content as {copy_of!r}, which is "
+                "already ingested; nothing was loaded from it. Delete the copy (if it is a "
+                "different survey, check the export)."
+            )
         parsed = _parse_file(name, data, now_utc, tz)
     except SurveyFileError as exc:
         error = str(exc)

@@ -260,6 +260,16 @@ def test_duplicate_response_id_rejects_the_later_one(con, surveys: Path) -> None
     assert_nothing_lost(con)
 
 
+def test_a_renamed_copy_of_an_ingested_file_is_not_loaded_twice(con, surveys: Path) -> None:
+    content = HEADER + ",C1,2025-05-01,9,5,,\n"  # generated ids: they contain the file name
+    (surveys / "a.csv").write_text(content)
+    ingest(con, surveys)
+    (surveys / "a (copy).csv").write_text(content)
+    report = ingest(con, surveys)
+    assert "same content as 'a.csv'" in report.failed["a (copy).csv"]
+    assert [r[0] for r in responses(con)] == ["a.csv#1"]
+
+
 def test_an_invalid_row_does_not_claim_its_response_id(con, surveys: Path) -> None:
     (surveys / "a.csv").write_text(
         HEADER + "D1,C1,2025-05-01,99,5,bad score,\nD1,C1,2025-05-01,9,5,good,\n"
