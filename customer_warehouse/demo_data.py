@@ -76,10 +76,11 @@ import argparse
 import csv
 import datetime as dt
 import json
-import math
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,13 +98,15 @@ import pyarrow.parquet as pq
 
 @dataclass(frozen=True)
 class BgNbdParams:
-    """BG/NBD parameters (per day). Defaults give ~8.7 repeat purchases per buyer over a
-    three-year window, ~25 % one-time buyers and about half of the buyers dropping out."""
+    """BG/NBD parameters (per day). Over the default three-year window they give ~8.8 repeat
+    purchases per buyer (median 3, 1 % above 75), ~20 % one-time buyers, ~33 % of buyers
+    dropping out and ~10 orders per registered customer; ~3.7 % of repeat purchases fall on a
+    day that already has a purchase (see ``repeat_purchase_days`` in the truth)."""
 
-    r: float = 0.32
-    alpha: float = 3.8
-    a: float = 0.75
-    b: float = 4.0
+    r: float = 0.55
+    alpha: float = 16.0
+    a: float = 0.8
+    b: float = 12.0
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ DEFAULT_SEED = 42
 DEFAULT_START = "2023-01-01"
 DEFAULT_END = "2025-12-31"
 MAX_CUSTOMERS = 5_000_000  # customer ids are C + 7 digits; unknown ids need room above
-DEFAULT_CHUNK_ROWS = 1 << 20
+DEFAULT_CHUNK_ROWS = 1 << 18  # small enough for the allocator to reuse memory between chunks
 
 FORMATS = ("csv", "parquet")
 TABLE_FILES = ("orders", "customers", "order_items", "products", "redemptions")
@@ -287,7 +290,7 @@ GIVEN_NAMES_F = (
 )  # fmt: skip
 GIVEN_NAMES_M = (
     "Wei", "Qiang", "Lei", "Jun", "Yong", "Jie", "Tao", "Ming", "Chao", "Hao", "Peng", "Bo",
-    "Gang", "Hui", "Bin", "Long", "Kai", "Feng", "Yang", "Jian", "Dong", "Xin", "Hao", "Lin",
+    "Gang", "Hui", "Bin", "Long", "Kai", "Feng", "Yang", "Jian", "Dong", "Xin", "Ning", "Lin",
     "Zhen",
 )  # fmt: skip
 
@@ -485,11 +488,12 @@ class _Progress:
 def _strings_from_matrix(buf: np.ndarray) -> pa.Array:
     """Fixed-width ASCII rows of a uint8 matrix → a string array, without a Python loop."""
     n, width = buf.shape
+    data = pa.py_buffer(np.ascontiguousarray(buf))
+    if (n + 1) * width < 2**31:
+        offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), data)
     offsets = np.arange(0, (n + 1) * width, width, dtype=np.int64)
-    data = np.ascontiguousarray(buf)
-    return pa.LargeStringArray.from_buffers(
-        n, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())
-    ).cast(pa.string())
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), data)
 
 
 def _digits(numbers: np.ndarray, width: int, prefix: str = "") -> pa.Array:
@@ -507,18 +511,25 @@ def _digits(numbers: np.ndarray, width: int, prefix: str = "") -> pa.Array:
 
 
 _CACHE: dict[str, pa.Array] = {}
+_MATRICES: dict[str, np.ndarray] = {}
 
 
-def _time_of_day_table() -> pa.Array:
-    """'HH:MM:SS' for every second of a day."""
-    if "tod" not in _CACHE:
+def _time_of_day_matrix() -> np.ndarray:
+    """'HH:MM:SS' for every second of a day, as an 86,400 x 8 byte matrix."""
+    if "tod" not in _MATRICES:
         seconds = np.arange(86400)
         buf = np.full((86400, 8), ord(":"), dtype=np.uint8)
         for start, value in ((0, seconds // 3600), (3, seconds // 60 % 60), (6, seconds % 60)):
             buf[:, start] = value // 10 + 48
             buf[:, start + 1] = value % 10 + 48
-        _CACHE["tod"] = _strings_from_matrix(buf)
-    return _CACHE["tod"]
+        _MATRICES["tod"] = buf
+    return _MATRICES["tod"]
+
+
+def _date_matrix(low: int, high: int) -> np.ndarray:
+    """'YYYY-MM-DD' of the days ``low..high`` (days since 1970-01-01) as a byte matrix."""
+    text = "".join((_EPOCH + dt.timedelta(days=day)).isoformat() for day in range(low, high + 1))
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8).reshape(-1, 10)
 
 
 def _whole_number_table() -> pa.Array:
@@ -543,9 +554,7 @@ def _format_money(cents: np.ndarray) -> pa.Array:
     big = whole >= len(table)
     text = _take(table, np.where(big, 0, whole))
     if big.any():
-        text = pc.replace_with_mask(
-            text, pa.array(big), pc.cast(pa.array(whole[big]), pa.string())
-        )
+        text = pc.replace_with_mask(text, pa.array(big), pc.cast(pa.array(whole[big]), pa.string()))
     return pc.binary_join_element_wise(text, _take(_CACHE["cents"], cents % 100), ".")
 
 
@@ -561,18 +570,45 @@ def _format_dates(epoch_days: np.ndarray) -> pa.Array:
     return _take(table, epoch_days - low)
 
 
-def _format_timestamps(utc_seconds: np.ndarray, style: np.ndarray) -> pa.Array:
+_SUFFIX_BYTES = np.zeros((3, 6), dtype=np.uint8)
+for _row, _suffix in enumerate(SUFFIXES):
+    _SUFFIX_BYTES[_row, : len(_suffix)] = np.frombuffer(_suffix.encode("ascii"), dtype=np.uint8)
+_SUFFIX_LENGTHS = np.array([len(suffix) for suffix in SUFFIXES], dtype=np.int64)
+
+
+def _format_timestamps(
+    utc_seconds: np.ndarray, style: np.ndarray, valid: np.ndarray | None = None
+) -> pa.Array:
     """UTC epoch seconds → ISO 8601; style 0 = local time with +08:00, 1 = UTC with Z,
-    2 = UTC without offset."""
+    2 = UTC without offset; null where ``valid`` is false. Built as bytes with numpy, ~10x
+    faster than ``pc.strftime``."""
     utc_seconds = np.asarray(utc_seconds, dtype=np.int64)
-    shown = utc_seconds + np.where(style == 0, LOCAL_OFFSET_SECONDS, 0)
-    return pc.binary_join_element_wise(
-        _format_dates(shown // 86400),
-        "T",
-        _take(_time_of_day_table(), shown % 86400),
-        _take(SUFFIXES, style),
-        "",
-    )
+    style = np.asarray(style, dtype=np.int64)
+    n = len(utc_seconds)
+    if valid is not None:
+        utc_seconds, style = utc_seconds[valid], style[valid]
+    m = len(utc_seconds)
+    buf = np.empty((m, 25), dtype=np.uint8)
+    if m:
+        shown = utc_seconds + np.where(style == 0, LOCAL_OFFSET_SECONDS, 0)
+        day = shown // 86400
+        low = int(day.min())
+        buf[:, :10] = _date_matrix(low, int(day.max()))[day - low]
+        buf[:, 10] = ord("T")
+        buf[:, 11:19] = _time_of_day_matrix()[shown - day * 86400]
+        buf[:, 19:] = _SUFFIX_BYTES[style]
+    lengths = 19 + _SUFFIX_LENGTHS[style]
+    mask = np.arange(25, dtype=np.int16)[None, :] < lengths[:, None]
+    data = pa.py_buffer(np.ascontiguousarray(buf[mask]))
+    bitmap = None
+    if valid is not None:
+        full = np.zeros(n, dtype=np.int64)
+        full[valid] = lengths
+        lengths = full
+        bitmap = pa.py_buffer(np.packbits(valid.astype(np.uint8), bitorder="little"))
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), data, bitmap)
 
 
 def _null_where(values: pa.Array, mask: np.ndarray) -> pa.Array:
@@ -581,21 +617,34 @@ def _null_where(values: pa.Array, mask: np.ndarray) -> pa.Array:
     return pc.if_else(pa.array(mask), pa.scalar(None, values.type), values)
 
 
-def _uniform(keys: np.ndarray, stream: int, seed: int) -> np.ndarray:
-    """Counter-based uniforms in [0, 1) (splitmix64 of key, stream, seed): the same key always
-    gets the same number, so chunked work does not depend on where the chunks start."""
+def _hash64(keys: np.ndarray, stream: int, seed: int) -> np.ndarray:
+    """Counter-based random bits (splitmix64 of key, stream and seed): the same key always gets
+    the same bits, so chunked work does not depend on where the chunks start."""
     mix = np.uint64((seed * 0x9E3779B97F4A7C15 + stream * 0xD1B54A32D192ED03) % (1 << 64))
     with np.errstate(over="ignore"):
         z = np.asarray(keys, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + mix
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return z
+
+
+def _unit(bits: np.ndarray, field: int) -> np.ndarray:
+    """The 16-bit field ``field`` (0-3) of 64 random bits as a uniform number in [0, 1)."""
+    return ((bits >> np.uint64(16 * field)) & np.uint64(0xFFFF)).astype(np.float64) / 65536.0
 
 
 def _weighted(rng: np.random.Generator, weights: Sequence[float], size: int) -> np.ndarray:
+    """Category indices drawn with the given relative weights. Few categories: a 65,536-slot
+    lookup table (weights resolved to 1/65,536, much faster than a search per draw)."""
     cumulative = np.cumsum(np.asarray(weights, dtype=np.float64))
     cumulative /= cumulative[-1]
+    if len(cumulative) <= 64:
+        slots = (np.arange(1 << 16) + 0.5) / (1 << 16)
+        table = np.minimum(np.searchsorted(cumulative, slots, side="right"), len(cumulative) - 1)
+        return table.astype(np.int64)[rng.integers(0, 1 << 16, size)]
     return np.minimum(np.searchsorted(cumulative, rng.random(size), side="right"), len(weights) - 1)
 
 
@@ -692,6 +741,7 @@ class _Orders:
     status: np.ndarray
     changed_utc: np.ndarray
     discount_cents: np.ndarray
+    customer_number: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
 
 @dataclass
@@ -727,16 +777,16 @@ def _simulate_customers(rng: np.random.Generator, n: int, shares: Shares) -> _Cu
     cumulative = np.zeros(n)
     for k in range(int(city_count.max()) - 1):
         has_next = city_count[province] > k + 1
-        cumulative = cumulative + np.where(has_next, city_share[city_start[province] + k], 1.0)
+        cumulative = cumulative + np.where(
+            has_next, city_share[np.minimum(city_start[province] + k, len(city_share) - 1)], 1.0
+        )
         offset += (u >= cumulative) & has_next
     city = city_start[province] + offset
     cold = np.array([row[2] for row in PROVINCES])[province]
     acquisition = _weighted(rng, ACQUISITION_WEIGHTS, n)
     preferred = _weighted(rng, CHANNEL_WEIGHTS, n)
     store_acquired = acquisition == ACQUISITION_CHANNELS.index("store")
-    preferred = np.where(
-        store_acquired & (rng.random(n) < 0.6), CHANNELS.index("store"), preferred
-    )
+    preferred = np.where(store_acquired & (rng.random(n) < 0.6), CHANNELS.index("store"), preferred)
     foreign = np.where(
         rng.random(n) < shares.foreign_currency_customers,
         np.where(rng.random(n) < 0.4, 1, 2),
@@ -788,10 +838,11 @@ def _occasion_times(t0: np.ndarray, draw: BgNbdDraw) -> tuple[np.ndarray, np.nda
     return owner, times
 
 
-def _purchase_days(
-    t0: np.ndarray, draw: BgNbdDraw
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _purchase_days(t0: np.ndarray, draw: BgNbdDraw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """First and last purchase day and the number of distinct repeat purchase days."""
+    if len(t0) == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, empty
     counts = draw.repeat_purchases + 1
     _owner, times = _occasion_times(t0, draw)
     day = np.floor(times).astype(np.int64)
@@ -814,6 +865,7 @@ def _build_orders(
     owner, times = _occasion_times(buyers.t0, buyers.draw)
     n_occasions = len(owner)
     day = np.floor(times).astype(np.int64)
+    del times
     value = np.maximum(1, np.rint(rng.gamma(gg.p, 1.0 / buyers.nu[owner]) * 100)).astype(np.int64)
     split = (rng.random(n_occasions) < shares.split_occasions) & (value >= 2)
     per_occasion = 1 + split
@@ -826,6 +878,7 @@ def _build_orders(
     cny[first] = part
     cny[first + 1] = value[split] - part
     n_completed = len(order_owner)
+    del owner, day, value, per_occasion
 
     # Cancelled and refunded orders: extra orders of buyers (chosen in proportion to their
     # purchases) on a day between their first and last purchase day.
@@ -835,39 +888,20 @@ def _build_orders(
     extra_owner = order_owner[rng.integers(0, n_completed, n_extra)]
     span = buyers.last_day[extra_owner] - buyers.first_day[extra_owner] + 1
     extra_day = buyers.first_day[extra_owner] + (rng.random(n_extra) * span).astype(np.int64)
-    extra_cny = np.maximum(
-        1, np.rint(rng.gamma(gg.p, 1.0 / buyers.nu[extra_owner]) * 100)
-    ).astype(np.int64)
-
-    all_owner = np.concatenate([order_owner, extra_owner])
-    status = np.concatenate(
-        [np.zeros(n_completed, np.int8), np.ones(n_cancelled, np.int8), np.full(n_refunded, 2, np.int8)]
-    )
-    all_day = np.concatenate([order_day, extra_day])
-    all_cny = np.concatenate([cny, extra_cny])
-    n_orders = len(all_owner)
-    utc = (start_epoch_day + all_day) * 86400 + _time_of_day(rng, n_orders)
-    delay = np.where(
-        status == 1,
-        rng.integers(0, 2 * 86400 + 1, n_orders),
-        rng.integers(86400, 30 * 86400 + 1, n_orders),
-    )
-    changed = np.where(status == 0, -1, np.minimum(utc + delay, cap_utc))
-
-    customer = buyers.index[all_owner]
-    currency = np.where(
-        rng.random(n_orders) < 0.5, customers.foreign_currency[customer], 0
-    ).astype(np.int8)
-    cents = np.maximum(1, np.rint(all_cny * 100 / RATE_X100[currency])).astype(np.int64)
-    omni = customers.omni[customer]
-    channel = np.where(
-        omni, _weighted(rng, CHANNEL_WEIGHTS, n_orders), customers.preferred_channel[customer]
-    ).astype(np.int8)
-    discounted = rng.random(n_orders) < customers.discount_propensity[customer]
-    discount = np.where(discounted, np.rint(cents * rng.uniform(0.05, 0.3, n_orders)), 0)
-    style = _weighted(
-        rng, (shares.local_offset, shares.utc_z, 1 - shares.local_offset - shares.utc_z), n_orders
-    ).astype(np.int8)
+    extra_cny = np.maximum(1, np.rint(rng.gamma(gg.p, 1.0 / buyers.nu[extra_owner]) * 100))
+    status = np.zeros(n_completed + n_extra, np.int8)
+    status[n_completed : n_completed + n_cancelled] = 1
+    status[n_completed + n_cancelled :] = 2
+    customer = buyers.index[np.concatenate([order_owner, extra_owner])].astype(np.int32)
+    n_orders = len(customer)
+    utc = (start_epoch_day + np.concatenate([order_day, extra_day])) * 86400
+    utc += _time_of_day(rng, n_orders)
+    # Customers who pay in a foreign currency do so for about half of their orders.
+    currency = customers.foreign_currency[customer] * (rng.random(n_orders) < 0.5)
+    currency = currency.astype(np.int8)
+    cents = np.concatenate([cny, extra_cny.astype(np.int64)]) * 100
+    cents = np.maximum(1, np.rint(cents / RATE_X100[currency])).astype(np.int64)
+    del extra_owner, extra_day, extra_cny, cny
 
     # Loyalty points of completed orders (customer-major), rounded down per order.
     completed = _Completed(
@@ -876,20 +910,39 @@ def _build_orders(
         points=cents[:n_completed] * RATE_X100[currency[:n_completed]] // 10_000,
     )
 
-    # Export order: by time; ids increase with time and skip a few numbers.
-    order = np.argsort(utc, kind="stable")
+    # Export order: by time. The sort key carries the row index, so it is unique and any sort
+    # algorithm gives the same (reproducible) order.
+    order, utc = _sort_by_time(utc)
+    customer, cents, currency, status = (
+        customer[order],
+        cents[order],
+        currency[order],
+        status[order],
+    )
+    del order
     ids = _ORDER_ID_BASE + np.cumsum(rng.integers(1, 4, n_orders))
+    omni = customers.omni[customer]
+    channel = customers.preferred_channel[customer].astype(np.int8)
+    channel[omni] = _weighted(rng, CHANNEL_WEIGHTS, int(omni.sum()))
+    discount = np.zeros(n_orders, dtype=np.int64)
+    discounted = np.flatnonzero(rng.random(n_orders) < customers.discount_propensity[customer])
+    discount[discounted] = np.rint(cents[discounted] * rng.uniform(0.05, 0.3, len(discounted)))
+    changed = np.full(n_orders, -1, dtype=np.int64)
+    for code, low, high in ((1, 0, 2 * 86400), (2, 86400, 30 * 86400)):
+        rows = np.flatnonzero(status == code)
+        delay = rng.integers(low, high + 1, len(rows))
+        changed[rows] = np.minimum(utc[rows] + delay, cap_utc)
     orders = _Orders(
         id=ids,
-        customer=customer[order],
-        utc=utc[order],
-        style=style[order],
-        cents=cents[order],
-        currency=currency[order],
-        channel=channel[order],
-        status=status[order],
-        changed_utc=changed[order],
-        discount_cents=discount[order].astype(np.int64),
+        customer=customer,
+        utc=utc,
+        style=_timestamp_styles(rng, shares, n_orders),
+        cents=cents,
+        currency=currency,
+        channel=channel,
+        status=status,
+        changed_utc=changed,
+        discount_cents=discount,
     )
     counts = {
         "purchase_occasions": int(n_occasions),
@@ -899,6 +952,27 @@ def _build_orders(
         "refunded_orders": int(n_refunded),
     }
     return orders, completed, counts
+
+
+def _sort_by_time(utc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Permutation that sorts ``utc`` (ties by position) and the sorted values."""
+    n = len(utc)
+    if n == 0:
+        return np.empty(0, dtype=np.int64), utc
+    base = int(utc.min())
+    index_bits = max(1, int(n - 1).bit_length())
+    if (int(utc.max()) - base) < (1 << (62 - index_bits)):
+        key = ((utc - base) << index_bits) | np.arange(n, dtype=np.int64)
+        key.sort()
+        return key & ((1 << index_bits) - 1), (key >> index_bits) + base
+    order = np.argsort(utc, kind="stable")
+    return order, utc[order]
+
+
+def _timestamp_styles(rng: np.random.Generator, shares: Shares, size: int) -> np.ndarray:
+    """0 = local time with +08:00, 1 = UTC with Z, 2 = UTC without offset."""
+    u = rng.random(size)
+    return (u >= shares.local_offset).astype(np.int8) + (u >= shares.local_offset + shares.utc_z)
 
 
 def _assign_signups(
@@ -942,15 +1016,14 @@ def _orders_table(orders: _Orders, rows: np.ndarray) -> pa.Table:
     return pa.table(
         {
             "order_id": _digits(orders.id[rows], 9, "O"),
-            "customer_id": _digits(orders.number_of_customer[rows], 7, "C"),
+            "customer_id": _digits(orders.customer_number[rows], 7, "C"),
             "ordered_at": _format_timestamps(orders.utc[rows], orders.style[rows]),
             "amount": _format_money(orders.cents[rows]),
             "currency": _take(CURRENCIES, orders.currency[rows]),
             "channel": _take(CHANNELS, orders.channel[rows]),
             "status": _take(STATUSES, status),
-            "status_changed_at": _null_where(
-                _format_timestamps(np.maximum(orders.changed_utc[rows], 0), orders.style[rows]),
-                status == 0,
+            "status_changed_at": _format_timestamps(
+                orders.changed_utc[rows], orders.style[rows], valid=status != 0
             ),
             "discount_amount": _format_money(orders.discount_cents[rows]),
         }
@@ -969,18 +1042,14 @@ def _province_variants() -> pa.Array:
     return pa.array(variants)
 
 
-def _customers_table(
-    rng: np.random.Generator, customers: _Customers, shares: Shares, end_epoch_day: int
-) -> pa.Table:
-    """Rows in customer-id (sign-up) order."""
+def _customers_table(rng: np.random.Generator, customers: _Customers, shares: Shares) -> pa.Table:
+    """Rows in customer-id (sign-up) order; ages 18-80 at sign-up."""
     n = customers.n
     order = np.argsort(customers.number)
     number = customers.number[order]
     signup = customers.signup[order]
     gender = customers.gender[order]
-    style = _weighted(
-        rng, (shares.local_offset, shares.utc_z, 1 - shares.local_offset - shares.utc_z), n
-    )
+    style = _timestamp_styles(rng, shares, n)
     age_years = np.clip(18 + rng.gamma(3.0, 5.5, n), 18, 79.9)
     birth_day = signup // 86400 - (age_years * 365.25).astype(np.int64)
     birth = _null_where(_format_dates(birth_day), rng.random(n) < shares.missing_birth_date)
@@ -995,10 +1064,15 @@ def _customers_table(
     )
     surname_text = _take([s for s, _w in SURNAMES], surname)
     full_name = pc.binary_join_element_wise(surname_text, given, " ")
+    given_lower = pc.if_else(
+        pa.array(gender == 1),
+        _take([g.lower() for g in GIVEN_NAMES_M], given_m),
+        _take([g.lower() for g in GIVEN_NAMES_F], given_f),
+    )
     email = pc.binary_join_element_wise(
-        pc.utf8_lower(given),
+        given_lower,
         ".",
-        pc.utf8_lower(surname_text),
+        _take([s.lower() for s, _w in SURNAMES], surname),
         pc.cast(pa.array(number), pa.string()),
         "@example.com",
         "",
@@ -1016,7 +1090,7 @@ def _customers_table(
             "signed_up_at": _format_timestamps(signup, style),
             "birth_date": birth,
             "gender": gender_text,
-            "country": pa.array(np.full(n, "CN", dtype=object), pa.string()),
+            "country": _take(("CN",), np.zeros(n, dtype=np.int64)),
             "province": province,
             "city": _take(city_names, customers.city[order]),
             "email": email,
@@ -1041,6 +1115,18 @@ def _products_table() -> pa.Table:
     return pa.table({"product_id": ids, "product_name": names, "category": categories})
 
 
+_WINTER = np.isin(np.arange(13), (11, 12, 1, 2))
+_SUMMER = np.isin(np.arange(13), (6, 7, 8))
+
+
+def _month_of(epoch_days: np.ndarray) -> np.ndarray:
+    """Calendar month (1-12) of days since 1970-01-01, via a table of the days in range."""
+    low, high = int(epoch_days.min()), int(epoch_days.max())
+    days = np.datetime64("1970-01-01") + np.arange(low, high + 1)
+    table = days.astype("datetime64[M]").astype(np.int64) % 12 + 1
+    return table[epoch_days - low]
+
+
 def _items_table(
     orders: _Orders, customers: _Customers, rows: np.ndarray, order_ids: pa.Array, seed: int
 ) -> pa.Table:
@@ -1050,55 +1136,51 @@ def _items_table(
     on how the orders are chunked."""
     key = rows.astype(np.uint64)
     cents = orders.cents[rows]
-    u = _uniform(key, 1, seed)
+    u = _unit(_hash64(key, 1, seed), 0)
     lines = 1 + (u >= 0.45).astype(np.int64) + (u >= 0.75) + (u >= 0.90)
     lines = np.where(cents < 500, 1, np.where(cents < 2000, np.minimum(lines, 2), lines))
     starts = _segment_starts(lines)
     line_order = np.repeat(np.arange(len(rows)), lines)
     line_no = np.arange(len(line_order)) - starts[line_order]
     is_last = line_no == lines[line_order] - 1
-    line_key = key[line_order] * np.uint64(8) + line_no.astype(np.uint64)
-    uq = _uniform(line_key, 2, seed)
+    bits = _hash64(key[line_order] * np.uint64(8) + line_no.astype(np.uint64), 2, seed)
+    uq = _unit(bits, 0)
     quantity = np.where(is_last, 1, 1 + (uq >= 0.8).astype(np.int64) + (uq >= 0.95))
-    weight = 0.2 + 0.8 * _uniform(line_key, 3, seed)
+    weight = 0.2 + 0.8 * _unit(bits, 1)
     share = cents[line_order] * weight / np.add.reduceat(weight, starts)[line_order]
     unit = np.maximum(1, np.floor(share / quantity)).astype(np.int64)
     allocated = np.add.reduceat(np.where(is_last, 0, unit * quantity), starts)
     unit = np.where(is_last, (cents - allocated)[line_order], unit)
 
     customer = orders.customer[rows][line_order]
-    month = (
-        (np.datetime64("1970-01-01") + orders.utc[rows] // 86400)
-        .astype("datetime64[M]")
-        .astype(np.int64)
-        % 12
-        + 1
-    )[line_order]
-    winter = np.isin(month, (11, 12, 1, 2))
-    summer = np.isin(month, (6, 7, 8))
+    month = _month_of(orders.utc[rows] // 86400)[line_order]
     cumulative = np.cumsum(CATEGORY_WEIGHTS) / np.sum(CATEGORY_WEIGHTS)
-    u_choice = _uniform(line_key, 4, seed)
+    u_choice = _unit(bits, 2)
     base = np.minimum(
-        np.searchsorted(cumulative, _uniform(line_key, 5, seed), side="right"),
-        len(CATEGORIES) - 1,
+        np.searchsorted(cumulative, _unit(bits, 3), side="right"), len(CATEGORIES) - 1
     )
-    base = np.where(summer & (base == OUTERWEAR), CATEGORIES.index("apparel"), base)
+    base[_SUMMER[month] & (base == OUTERWEAR)] = CATEGORIES.index("apparel")
     category = np.where(
         u_choice < 0.4,
         customers.favorite_category[customer],
-        np.where(customers.cold[customer] & winter & (u_choice < 0.65), OUTERWEAR, base),
+        np.where(customers.cold[customer] & _WINTER[month] & (u_choice < 0.65), OUTERWEAR, base),
     )
-    product = category * PRODUCTS_PER_CATEGORY + np.floor(
-        _uniform(line_key, 6, seed) ** 1.6 * PRODUCTS_PER_CATEGORY
-    ).astype(np.int64)
+    popularity = _unit(_hash64(bits, 3, seed), 0) ** 1.6
+    product = category * PRODUCTS_PER_CATEGORY + (popularity * PRODUCTS_PER_CATEGORY).astype(
+        np.int64
+    )
     return pa.table(
         {
             "order_id": order_ids.take(pa.array(line_order)),
-            "product_id": _digits(10001 + product, 5, "P"),
+            "product_id": _product_ids().take(pa.array(product)),
             "quantity": _take(("0", "1", "2", "3"), quantity),
             "unit_price": _format_money(unit),
         }
     )
+
+
+def _product_ids() -> pa.Array:
+    return _digits(10001 + np.arange(len(CATEGORIES) * PRODUCTS_PER_CATEGORY), 5, "P")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1119,7 +1201,7 @@ def _row_numbers(insert_before: np.ndarray, clean_rows: np.ndarray) -> np.ndarra
 
 
 def _finish_plan(
-    parts: list[tuple[pa.Table, np.ndarray, list[str], list[int]]],
+    parts: list[tuple[pa.Table, np.ndarray, list[str]]],
     originals: list[tuple[str, str, int]],
     columns: Sequence[str],
     id_column: str,
@@ -1134,13 +1216,14 @@ def _finish_plan(
     table = table.take(pa.array(order))
     before = before[order]
     ids = table.column(id_column).to_pylist()
-    truth = [
-        (ids[j] or "", reasons[order[j]], int(before[j]) + j + 1) for j in range(len(order))
-    ]
+    truth = [(ids[j] or "", reasons[order[j]], int(before[j]) + j + 1) for j in range(len(order))]
     if originals:
         clean = np.array([row for _id, _reason, row in originals], dtype=np.int64)
         numbers = _row_numbers(before, clean)
-        truth += [(oid, reason, int(number)) for (oid, reason, _r), number in zip(originals, numbers)]
+        truth += [
+            (oid, reason, int(number))
+            for (oid, reason, _r), number in zip(originals, numbers, strict=True)
+        ]
     truth.sort(key=lambda row: row[2])
     return _DirtyPlan(table, before, truth)
 
@@ -1159,7 +1242,7 @@ def _plan_dirty_orders(
     per_reason = 0 if dirty_rate <= 0 or n == 0 else max(1, round(dirty_rate * n / 13))
     if per_reason == 0:
         return _finish_plan([], [], ORDER_COLUMNS, "order_id")
-    parts: list[tuple[pa.Table, np.ndarray, list[str], list[int]]] = []
+    parts: list[tuple[pa.Table, np.ndarray, list[str]]] = []
     originals: list[tuple[str, str, int]] = []
     completed = np.flatnonzero(orders.status == 0)
     not_completed = np.flatnonzero(orders.status != 0)
@@ -1169,40 +1252,42 @@ def _plan_dirty_orders(
 
     # Exact duplicates of completed orders: only the copy is rejected.
     source = rng.choice(completed, min(per_reason, len(completed)), replace=False)
-    parts.append(
-        (_orders_table(orders, source), after(source), ["exact_duplicate"] * len(source), [])
-    )
+    exact = source
+    parts.append((_orders_table(orders, source), after(source), ["exact_duplicate"] * len(source)))
     # Conflicting duplicates: same id, another amount. Both rows are rejected, so the original
     # is taken from cancelled/refunded orders, which are not purchases.
-    pool = not_completed if len(not_completed) >= per_reason else np.arange(n)
+    pool = not_completed
+    if len(pool) < per_reason:  # tiny runs only: fall back to completed orders
+        pool = np.setdiff1d(np.arange(n), exact)
     source = np.sort(rng.choice(pool, min(per_reason, len(pool)), replace=False))
     copies = _orders_table(orders, source)
     copies = _replace(
         copies, "amount", _format_money(orders.cents[source] + rng.integers(100, 5000, len(source)))
     )
-    parts.append((copies, after(source), ["conflicting_duplicate"] * len(source), []))
+    parts.append((copies, after(source), ["conflicting_duplicate"] * len(source)))
     original_ids = _digits(orders.id[source], 9, "O").to_pylist()
     originals += [
-        (oid, "conflicting_duplicate", int(row)) for oid, row in zip(original_ids, source)
+        (oid, "conflicting_duplicate", int(row))
+        for oid, row in zip(original_ids, source, strict=True)
     ]
 
     # Rows with a fresh order id taken from the gaps of the id sequence, written where that id
     # belongs in time, with one defect each.
     free = np.flatnonzero(np.diff(orders.id, prepend=_ORDER_ID_BASE) >= 2)
-    fresh_reasons = [r for r in DIRTY_ORDER_REASONS if r not in ("exact_duplicate",
-                                                                 "conflicting_duplicate")]
+    fresh_reasons = [
+        r for r in DIRTY_ORDER_REASONS if r not in ("exact_duplicate", "conflicting_duplicate")
+    ]
     count = min(len(free), per_reason * len(fresh_reasons))
     position = rng.choice(free, count, replace=False)
     rows = _orders_table(orders, position)
     rows = _replace(rows, "order_id", _digits(orders.id[position] - 1, 9, "O"))
-    # A new amount, so the row is not a near-copy of its neighbour.
-    amount_cents = orders.cents[completed[rng.integers(0, len(completed), count)]]
-    rows = _replace(rows, "amount", _format_money(amount_cents))
+    # A new amount (same currency), so the row is not a near-copy of its neighbour.
+    amount_cents = np.maximum(1, np.rint(orders.cents[position] * rng.uniform(0.5, 1.5, count)))
+    rows = _replace(rows, "amount", _format_money(amount_cents.astype(np.int64)))
     columns = {name: rows.column(name).to_pylist() for name in ORDER_COLUMNS}
-    reasons = [fresh_reasons[k // per_reason] if k < per_reason * len(fresh_reasons) else ""
-               for k in range(count)]
+    reasons = [fresh_reasons[k // per_reason] for k in range(count)]
     before = position.copy()
-    unknown_ids = rng.choice(np.arange(n_customers + 1, 10_000_000), count, replace=False)
+    unknown_ids = n_customers + 1 + rng.choice(9_999_999 - n_customers, count, replace=False)
     for k, reason in enumerate(reasons):
         if reason == "missing_customer_id":
             columns["customer_id"][k] = None
@@ -1217,7 +1302,8 @@ def _plan_dirty_orders(
         elif reason == "negative_amount":
             columns["amount"][k] = "-" + columns["amount"][k]
         elif reason == "absurd_amount":
-            columns["amount"][k] = f"{int(rng.integers(1_000_001, 9_999_999))}.{k % 100:02d}"
+            # Above the limit even after conversion from the cheapest currency (HKD 0.92).
+            columns["amount"][k] = f"{int(rng.integers(2_000_000, 9_999_999))}.{k % 100:02d}"
         elif reason == "future_ordered_at":
             text = columns["ordered_at"][k].replace("-02-29T", "-02-28T")
             columns["ordered_at"][k] = "2099" + text[4:]
@@ -1228,8 +1314,11 @@ def _plan_dirty_orders(
         elif reason == "unknown_customer":
             columns["customer_id"][k] = f"C{int(unknown_ids[k]):07d}"
     parts.append(
-        (pa.table({name: pa.array(columns[name], pa.string()) for name in ORDER_COLUMNS}),
-         before, reasons, [])
+        (
+            pa.table({name: pa.array(columns[name], pa.string()) for name in ORDER_COLUMNS}),
+            before,
+            reasons,
+        )
     )
     return _finish_plan(parts, originals, ORDER_COLUMNS, "order_id")
 
@@ -1241,7 +1330,7 @@ def _plan_dirty_customers(
     per_reason = 0 if dirty_rate <= 0 or n == 0 else max(1, round(dirty_rate * n / 3))
     if per_reason == 0:
         return _finish_plan([], [], CUSTOMER_COLUMNS, "customer_id")
-    parts: list[tuple[pa.Table, np.ndarray, list[str], list[int]]] = []
+    parts: list[tuple[pa.Table, np.ndarray, list[str]]] = []
     originals: list[tuple[str, str, int]] = []
 
     def after(source: np.ndarray) -> np.ndarray:
@@ -1258,21 +1347,23 @@ def _plan_dirty_customers(
     exact = np.sort(rng.choice(rest, min(per_reason, len(rest)), replace=False))
     template = rng.choice(buyers if len(buyers) else np.arange(n), per_reason)
 
-    parts.append((table.take(pa.array(exact)), after(exact), ["exact_duplicate"] * len(exact), []))
+    parts.append((table.take(pa.array(exact)), after(exact), ["exact_duplicate"] * len(exact)))
     copies = table.take(pa.array(conflicting))
     copies = _replace(
         copies,
         "email",
         [f"updated.{row}@example.com" for row in conflicting.tolist()],
     )
-    parts.append((copies, after(conflicting), ["conflicting_duplicate"] * k, []))
+    parts.append((copies, after(conflicting), ["conflicting_duplicate"] * k))
     ids = table.column("customer_id").take(pa.array(conflicting)).to_pylist()
-    originals += [(cid, "conflicting_duplicate", int(row)) for cid, row in zip(ids, conflicting)]
+    originals += [
+        (cid, "conflicting_duplicate", int(row)) for cid, row in zip(ids, conflicting, strict=True)
+    ]
     missing = table.take(pa.array(template))
     missing = _replace(missing, "customer_id", pa.nulls(per_reason, pa.string()))
     missing = _replace(missing, "email", [f"guest.{j}@example.com" for j in range(per_reason)])
     parts.append(
-        (missing, rng.integers(0, n + 1, per_reason), ["missing_customer_id"] * per_reason, [])
+        (missing, rng.integers(0, n + 1, per_reason), ["missing_customer_id"] * per_reason)
     )
     return _finish_plan(parts, originals, CUSTOMER_COLUMNS, "customer_id")
 
@@ -1311,6 +1402,7 @@ class _TableWriter:
                 str(path),
                 self.schema,
                 compression="snappy",
+                write_statistics=False,
                 use_dictionary=[c for c in columns if c in self.LOW_CARDINALITY],
             )
 
@@ -1324,6 +1416,17 @@ class _TableWriter:
 
     def close(self) -> None:
         self._writer.close()
+
+
+def _write_chunk(
+    order_writer: _TableWriter,
+    orders: pa.Table,
+    item_writer: _TableWriter | None,
+    items: pa.Table | None,
+) -> None:
+    order_writer.write(orders)
+    if item_writer is not None and items is not None:
+        item_writer.write(items)
 
 
 def _with_inserted(
@@ -1406,9 +1509,7 @@ def _redemptions(
     cum = np.concatenate(([0], np.cumsum(completed.points)))
     first_of_customer = np.ones(len(anchors), dtype=bool)
     first_of_customer[1:] = owner[1:] != owner[:-1]
-    previous_day = np.where(
-        first_of_customer, -1_000_000, np.concatenate(([0], anchor_day[:-1]))
-    )
+    previous_day = np.where(first_of_customer, -1_000_000, np.concatenate(([0], anchor_day[:-1])))
     window_start = np.maximum(previous_day + 1, anchor_day - 180)
     hi = np.searchsorted(key, owner * 1_000_000 + anchor_day, side="right")
     lo = np.searchsorted(key, owner * 1_000_000 + window_start, side="left")
@@ -1424,13 +1525,12 @@ def _redemptions(
     owner, utc, points = owner[keep], utc[keep], points[keep]
     over = rng.random(len(points)) < shares.over_redemptions
     lifetime = cum[starts + counts][owner] - cum[starts][owner]
-    points = np.where(over, (lifetime * 3 // 10 + 100) * 10, points)
+    # Above 4x lifetime points: more than any level x birthday multiplier could have earned.
+    points = np.where(over, (lifetime * 4 // 10 + 100) * 10, points)
     order = np.argsort(utc, kind="stable")
     owner, utc, points, over = owner[order], utc[order], points[order], over[order]
     number = customers.number[buyers.index[owner]]
-    style = _weighted(
-        rng, (shares.local_offset, shares.utc_z, 1 - shares.local_offset - shares.utc_z), len(utc)
-    )
+    style = _timestamp_styles(rng, shares, len(utc))
     ids = _digits(np.arange(1, len(utc) + 1), 9, "R")
     table = pa.table(
         {
@@ -1456,6 +1556,8 @@ def _surveys(
     """Survey responses of ~12 % of buyers; NPS and satisfaction rise with spend and with the
     customer still being active, price is named more by small spenders, quality by big ones."""
     nb = len(buyers.index)
+    if nb == 0:
+        return []
     spend = np.bincount(completed.buyer, weights=completed.points, minlength=nb)
     log_spend = np.log1p(spend)
     z = (log_spend - log_spend.mean()) / (log_spend.std() or 1.0)
@@ -1483,9 +1585,7 @@ def _surveys(
     tags[np.arange(m), rng.integers(0, len(NEED_TAGS), m)] |= ~tags.any(axis=1)
     comment_pick = rng.integers(0, 6, m)
     no_comment = rng.random(m) < 0.2
-    style = _weighted(
-        rng, (shares.local_offset, shares.utc_z, 1 - shares.local_offset - shares.utc_z), m
-    )
+    style = _timestamp_styles(rng, shares, m)
     order = np.argsort(utc, kind="stable")
     submitted = _format_timestamps(utc[order], style[order]).to_pylist()
     number = customers.number[buyers.index[who[order]]]
@@ -1502,7 +1602,7 @@ def _surveys(
                 "nps": int(nps[k]),
                 "satisfaction": int(satisfaction[k]),
                 "comment": "" if no_comment[k] else COMMENTS[bucket][comment_pick[k]],
-                "need_tags": [t for t, on in zip(NEED_TAGS, tags[k]) if on],
+                "need_tags": [t for t, on in zip(NEED_TAGS, tags[k], strict=True) if on],
                 "_quarter": (int(months[j]) // 12 + 1970, int(months[j]) % 12 // 3 + 1),
             }
         )
@@ -1605,7 +1705,7 @@ def generate(
     start_epoch_day = (start_date - _EPOCH).days
     end_epoch_day = start_epoch_day + n_days - 1
     cap_utc = (end_epoch_day + 1) * 86400 - LOCAL_OFFSET_SECONDS - 1  # end 23:59:59 +08:00
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(9)]
     day_weights = _acquisition_day_weights(start_date, n_days)
 
     progress(f"simulating {customers:,} customers")
@@ -1615,18 +1715,16 @@ def generate(
         streams[2], people, buyers, gg, shares, start_epoch_day, cap_utc
     )
     _assign_signups(streams[3], people, orders, day_weights, start_epoch_day)
-    orders.number_of_customer = people.number[orders.customer]  # type: ignore[attr-defined]
+    orders.customer_number = people.number[orders.customer]
     n_orders = len(orders.id)
     progress("simulated orders", n_orders, n_orders)
 
     # Customers and products.
-    customer_table = _customers_table(streams[4], people, shares, end_epoch_day)
+    customer_table = _customers_table(streams[4], people, shares)
     customer_plan = _plan_dirty_customers(streams[5], customer_table, people, dirty_rate)
     writer = _TableWriter(out / f"customers.{fmt}", CUSTOMER_COLUMNS, fmt)
     writer.write(
-        _with_inserted(
-            customer_table, np.arange(customers), customer_plan, 0, customers, last=True
-        )
+        _with_inserted(customer_table, np.arange(customers), customer_plan, 0, customers, last=True)
     )
     writer.close()
     customer_rows = writer.rows
@@ -1639,14 +1737,27 @@ def generate(
     order_writer = _TableWriter(out / f"orders.{fmt}", ORDER_COLUMNS, fmt)
     item_writer = _TableWriter(out / f"order_items.{fmt}", ITEM_COLUMNS, fmt) if items else None
     item_seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
-    for lo in range(0, max(n_orders, 1), chunk_rows):
-        hi = min(lo + chunk_rows, n_orders)
-        rows = np.arange(lo, hi)
-        table = _orders_table(orders, rows)
-        if item_writer is not None:
-            item_writer.write(_items_table(orders, people, rows, table.column(0), item_seed))
-        order_writer.write(_with_inserted(table, rows, plan, lo, hi, last=hi >= n_orders))
-        progress("orders", hi, n_orders)
+    # Formatting (numpy/Arrow) and writing (Arrow, releases the GIL) overlap on two cores: one
+    # thread writes chunk k while this one formats chunk k + 1; at most two chunks wait.
+    reported = 0
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: deque[Future[None]] = deque()
+        for lo in range(0, max(n_orders, 1), chunk_rows):
+            hi = min(lo + chunk_rows, n_orders)
+            rows = np.arange(lo, hi)
+            table = _orders_table(orders, rows)
+            lines = None
+            if item_writer is not None and len(rows):
+                lines = _items_table(orders, people, rows, table.column(0), item_seed)
+            merged = _with_inserted(table, rows, plan, lo, hi, last=hi >= n_orders)
+            pending.append(pool.submit(_write_chunk, order_writer, merged, item_writer, lines))
+            while len(pending) > 1:
+                pending.popleft().result()
+            if hi - reported >= 1_000_000 or hi >= n_orders:
+                progress("orders", hi, n_orders)
+                reported = hi
+        while pending:
+            pending.popleft().result()
     order_writer.close()
     if item_writer is not None:
         item_writer.close()
@@ -1656,14 +1767,16 @@ def generate(
     )
     _write_whole(out / f"redemptions.{fmt}", redemptions, fmt)
     progress("redemptions", redemptions.num_rows, redemptions.num_rows)
-    survey_rng = np.random.default_rng(np.random.SeedSequence([seed, 9]))
-    responses = _surveys(survey_rng, buyers, people, completed, shares, start_epoch_day, n_days)
+    responses = _surveys(streams[8], buyers, people, completed, shares, start_epoch_day, n_days)
     survey_files = _write_surveys(out, responses)
     progress("survey responses", len(responses), len(responses))
 
     # Truth.
-    _write_small_csv(out / "truth" / "dirty_orders.csv", ("order_id", "expected_reason",
-                                                           "row_number"), plan.truth)
+    _write_small_csv(
+        out / "truth" / "dirty_orders.csv",
+        ("order_id", "expected_reason", "row_number"),
+        plan.truth,
+    )
     _write_small_csv(
         out / "truth" / "dirty_customers.csv",
         ("customer_id", "expected_reason", "row_number"),
@@ -1707,7 +1820,9 @@ def generate(
         "dirty_rate": dirty_rate,
         "items": items,
         "shares": asdict(shares),
-        "currency_rates_to_cny": {c: int(r) / 100 for c, r in zip(CURRENCIES, RATE_X100)},
+        "currency_rates_to_cny": {
+            c: int(r) / 100 for c, r in zip(CURRENCIES, RATE_X100, strict=True)
+        },
         "purchase_day": "UTC date; every order is between 08:00 and 23:59:59 +08:00, so it is "
         "also the China date",
         "counts": summary_counts,
@@ -1737,8 +1852,12 @@ def _write_truth_customers(
     buyer = s >= 0
     si = np.where(buyer, s, 0)
 
-    def column(values: np.ndarray, kind: pa.DataType) -> pa.Array:
-        return pa.array(values[si], kind, mask=~buyer)
+    def column(values: np.ndarray, kind: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
+        """A per-buyer array in customer order; null for prospects (and where not valid)."""
+        if len(values) == 0:
+            return pa.nulls(n, kind)
+        keep = buyer if valid is None else buyer & valid[si]
+        return pa.array(values[si], kind, mask=~keep)
 
     draw = buyers.draw
     counts = draw.repeat_purchases
@@ -1757,17 +1876,15 @@ def _write_truth_customers(
             "lambda_per_day": column(buyers.lam, pa.float64()),
             "p_dropout": column(buyers.p, pa.float64()),
             "nu": column(buyers.nu, pa.float64()),
-            "first_purchase_date": pa.array(
-                (start_epoch_day + buyers.first_day[si]).astype(np.int32), pa.date32(), mask=~buyer
+            "first_purchase_date": column(
+                (start_epoch_day + buyers.first_day).astype(np.int32), pa.date32()
             ),
             "observation_days": column(buyers.T, pa.float64()),
             "repeat_purchases": column(counts, pa.int64()),
             "repeat_purchase_days": column(buyers.repeat_days, pa.int64()),
             "dropped_out": column(dropped, pa.bool_()),
-            "dropout_date": pa.array(
-                (start_epoch_day + dropout_day[si]).astype(np.int32),
-                pa.date32(),
-                mask=~(buyer & dropped[si]),
+            "dropout_date": column(
+                (start_epoch_day + dropout_day).astype(np.int32), pa.date32(), valid=dropped
             ),
         }
     )
@@ -1781,13 +1898,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write deterministic demo exports (orders, customers, order_items, products,"
         " redemptions, surveys) with their ground truth.",
     )
-    parser.add_argument("--out", required=True, help="output folder (its generated files are "
-                        "replaced)")
+    parser.add_argument(
+        "--out", required=True, help="output folder (its generated files are replaced)"
+    )
     parser.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--format", choices=FORMATS, default="csv", dest="fmt")
-    parser.add_argument("--dirty-rate", type=float, default=0.0,
-                        help="extra bad rows as a fraction of orders (0 to 0.5)")
+    parser.add_argument(
+        "--dirty-rate",
+        type=float,
+        default=0.0,
+        help="extra bad rows as a fraction of orders (0 to 0.5)",
+    )
     parser.add_argument("--start", default=DEFAULT_START, help="first day, YYYY-MM-DD")
     parser.add_argument("--end", default=DEFAULT_END, help="last day, YYYY-MM-DD")
     parser.add_argument("--no-items", action="store_true", help="skip order_items")

@@ -53,8 +53,8 @@ import contextlib
 import heapq
 import math
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Any, NamedTuple
@@ -191,8 +191,10 @@ def load_rules(con: duckdb.DuckDBPyConnection) -> LoyaltyRules:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Order:
+# Events and output rows are NamedTuples: immutable, and cheap to create by the million.
+
+
+class Order(NamedTuple):
     """One order as read from ``intermediate.int_orders_joined_to_membership_levels``."""
 
     order_id: str
@@ -203,8 +205,7 @@ class Order:
     status_changed_at: datetime | None = None
 
 
-@dataclass(frozen=True)
-class Redemption:
+class Redemption(NamedTuple):
     """One redemption as read from ``staging.stg_shop__redemptions``."""
 
     redemption_id: str
@@ -222,8 +223,7 @@ class CustomerEvents:
     birth_month: int | None = None
 
 
-@dataclass(frozen=True)
-class LedgerRow:
+class LedgerRow(NamedTuple):
     """One movement of points; ``points`` is signed (earn > 0, the others <= 0)."""
 
     movement_id: str
@@ -242,8 +242,7 @@ class LedgerRow:
     note: str | None
 
 
-@dataclass(frozen=True)
-class RedemptionReject:
+class RedemptionReject(NamedTuple):
     redemption_id: str
     customer_id: str
     redeemed_at: datetime
@@ -252,8 +251,7 @@ class RedemptionReject:
     available_balance: int
 
 
-@dataclass(frozen=True)
-class BalanceRow:
+class BalanceRow(NamedTuple):
     customer_id: str
     points_balance: int
     points_earned_total: int
@@ -272,7 +270,7 @@ class LedgerResult(NamedTuple):
     balance: BalanceRow
 
 
-@dataclass
+@dataclass(slots=True)
 class _Lot:
     order_id: str
     earned_at: datetime
@@ -341,26 +339,36 @@ def compute_ledger(events: CustomerEvents, rules: LoyaltyRules, as_of_date: date
     seen_redemptions: set[str] = set()
     balance = 0
 
-    def add_row(occurred_at: datetime, kind: str, points: int, **extra: Any) -> None:
+    def add_row(
+        occurred_at: datetime,
+        kind: str,
+        points: int,
+        order_id: str | None = None,
+        redemption_id: str | None = None,
+        level: str | None = None,
+        is_birthday_month: bool | None = None,
+        lot_expires_at: datetime | None = None,
+        points_shortfall: int | None = None,
+        note: str | None = None,
+    ) -> None:
         nonlocal balance
         balance += points
-        reference = extra.get("order_id") or extra.get("redemption_id")
         ledger.append(
             LedgerRow(
-                movement_id=f"{kind}:{reference}",
-                customer_id=customer_id,
-                movement_seq=len(ledger) + 1,
-                occurred_at=occurred_at,
-                movement_type=kind,
-                points=points,
-                order_id=extra.get("order_id"),
-                redemption_id=extra.get("redemption_id"),
-                membership_level_at_order=extra.get("level"),
-                is_birthday_month=extra.get("is_birthday_month"),
-                lot_expires_at=extra.get("lot_expires_at"),
-                points_shortfall=extra.get("points_shortfall"),
-                balance_after=balance,
-                note=extra.get("note"),
+                f"{kind}:{order_id if redemption_id is None else redemption_id}",
+                customer_id,
+                len(ledger) + 1,
+                occurred_at,
+                kind,
+                points,
+                order_id,
+                redemption_id,
+                level,
+                is_birthday_month,
+                lot_expires_at,
+                points_shortfall,
+                balance,
+                note,
             )
         )
 
@@ -597,8 +605,15 @@ def _add_months(moment: datetime, months: int) -> datetime:
     """Same time of day ``months`` calendar months later; Jan 31 + 1 month → Feb 28/29."""
     index = moment.month - 1 + months
     year, month = moment.year + index // 12, index % 12 + 1
-    day = min(moment.day, calendar.monthrange(year, month)[1])
-    return moment.replace(year=year, month=month, day=day)
+    if moment.day <= 28:
+        return moment.replace(year=year, month=month)
+    return moment.replace(year=year, month=month, day=min(moment.day, _days_in(year, month)))
+
+
+def _days_in(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if calendar.isleap(year) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
 
 
 # --------------------------------------------------------------------------------------------
@@ -661,6 +676,8 @@ _DUCKDB_TYPES = {
     pa.date32(): "date",
 }
 _NEW_SUFFIX = "__new"
+# Output rows kept in Python before they are written (bounds memory whatever the batch size).
+_FLUSH_ROWS = 200_000
 
 
 @dataclass
@@ -715,10 +732,10 @@ def build_loyalty_tables(
 
     report = LoyaltyBuildReport(as_of_date=as_of_date)
     con.execute("create schema if not exists marts")
-    for table, schema in _OUTPUTS:
-        columns = ", ".join(f"{f.name} {_DUCKDB_TYPES[f.type]}" for f in schema)
-        con.execute(f"create or replace table {table}{_NEW_SUFFIX} ({columns})")
     try:
+        for table, schema in _OUTPUTS:
+            columns = ", ".join(f"{f.name} {_DUCKDB_TYPES[f.type]}" for f in schema)
+            con.execute(f"create or replace table {table}{_NEW_SUFFIX} ({columns})")
         boundaries = con.execute(
             f"""
             with customers as (
@@ -741,26 +758,35 @@ def build_loyalty_tables(
         ).fetchall()
         movement_counts: Counter[str] = Counter()
         reject_reasons: Counter[str] = Counter()
-        for low, high in boundaries:
-            batch = _read_batch(con, low, high, as_of_date)
-            ledger_rows: list[LedgerRow] = []
-            balances: list[BalanceRow] = []
-            rejects: list[RedemptionReject] = []
-            for events in batch:
-                result = compute_ledger(events, rules, as_of_date)
-                ledger_rows += result.ledger
-                rejects += result.rejected_redemptions
-                balances.append(result.balance)
+        ledger_rows: list[LedgerRow] = []
+        balances: list[BalanceRow] = []
+        rejects: list[RedemptionReject] = []
+
+        def flush() -> None:
+            """Write the buffers; called per batch and whenever the ledger buffer is large."""
             _append(con, LEDGER_TABLE + _NEW_SUFFIX, ledger_rows, _LEDGER_SCHEMA)
             _append(con, BALANCES_TABLE + _NEW_SUFFIX, balances, _BALANCE_SCHEMA)
             _append(con, REJECTS_TABLE + _NEW_SUFFIX, rejects, _REJECT_SCHEMA)
-            report.batches += 1
             report.customers += len(balances)
             report.ledger_rows += len(ledger_rows)
             report.redemption_rejects += len(rejects)
             report.points_outstanding += sum(b.points_balance for b in balances)
             movement_counts.update(row.movement_type for row in ledger_rows)
             reject_reasons.update(reject.reject_reason for reject in rejects)
+            ledger_rows.clear()
+            balances.clear()
+            rejects.clear()
+
+        for low, high in boundaries:
+            for events in _read_batch(con, low, high, as_of_date):
+                result = compute_ledger(events, rules, as_of_date)
+                ledger_rows += result.ledger
+                rejects += result.rejected_redemptions
+                balances.append(result.balance)
+                if len(ledger_rows) >= _FLUSH_ROWS:
+                    flush()
+            flush()
+            report.batches += 1
         report.movement_counts = dict(sorted(movement_counts.items()))
         report.reject_reasons = dict(sorted(reject_reasons.items()))
         _swap_in(con)
@@ -793,8 +819,9 @@ def _read_batch(
     """Events of the customers whose id is in [low, high], one CustomerEvents each, by id."""
     params = {"low": low, "high": high, "as_of": as_of_date}
     orders: dict[str, list[Order]] = defaultdict(list)
-    for row in con.execute(
-        f"""
+    for row in _stream(
+        con.execute(
+            f"""
         select
             cast(customer_id as varchar), cast(order_id as varchar), ordered_at, amount, status,
             membership_level_at_order, status_changed_at
@@ -802,19 +829,22 @@ def _read_batch(
         where cast(customer_id as varchar) between $low and $high
             and cast(ordered_at as date) <= $as_of
         """,
-        params,
-    ).fetchall():
+            params,
+        )
+    ):
         orders[row[0]].append(Order(*row[1:]))
     redemptions: dict[str, list[Redemption]] = defaultdict(list)
-    for row in con.execute(
-        f"""
+    for row in _stream(
+        con.execute(
+            f"""
         select cast(customer_id as varchar), cast(redemption_id as varchar), redeemed_at, points
         from {REDEMPTIONS_TABLE}
         where cast(customer_id as varchar) between $low and $high
             and cast(redeemed_at as date) <= $as_of
         """,
-        params,
-    ).fetchall():
+            params,
+        )
+    ):
         redemptions[row[0]].append(Redemption(*row[1:]))
     birth_months = dict(
         con.execute(
@@ -836,15 +866,22 @@ def _read_batch(
     ]
 
 
+def _stream(result: duckdb.DuckDBPyConnection, size: int = 20_000) -> Iterator[tuple]:
+    """Rows of a query result in chunks, so the raw tuples of a batch are never all in memory."""
+    while chunk := result.fetchmany(size):
+        yield from chunk
+
+
 def _append(
     con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Any], schema: pa.Schema
 ) -> None:
     if not rows:
         return
-    names = [f.name for f in fields(rows[0])]
+    names = list(rows[0]._fields)
     if names != schema.names:  # a programming error, caught by the tests
         raise TypeError(f"{type(rows[0]).__name__} fields do not match the columns of {table}")
-    arrow = pa.table({name: [getattr(row, name) for row in rows] for name in names}, schema=schema)
+    columns = zip(*rows, strict=True)
+    arrow = pa.table(dict(zip(names, map(list, columns), strict=True)), schema=schema)
     con.register("_loyalty_rows", arrow)
     try:
         con.execute(f"insert into {table} select * from _loyalty_rows")

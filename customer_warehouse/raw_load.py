@@ -269,14 +269,14 @@ def _write_manifest(con: duckdb.DuckDBPyConnection, results: list[LoadedSource])
 
 
 def ensure_survey_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """dbt stages raw.survey_responses; make sure it exists before the first survey ingest."""
-    # TODO(lead): replace with customer_warehouse.surveys once it lands.
-    con.execute(
-        f"create table if not exists {RAW_SCHEMA}.survey_responses ("
-        "response_id varchar, customer_id varchar, submitted_at timestamp, nps integer, "
-        "satisfaction integer, comment varchar, need_tags varchar, source_file varchar, "
-        "source_row bigint, file_sha256 varchar, ingested_at timestamp)"
-    )
+    """dbt stages raw.survey_responses; make sure it exists before the first survey ingest.
+
+    The survey tables are append-only history owned by customer_warehouse.surveys: the raw
+    full refresh above never touches them.
+    """
+    from customer_warehouse import surveys
+
+    surveys.create_survey_tables(con)
 
 
 def run(settings: Settings, *, log=print) -> list[LoadedSource]:

@@ -172,6 +172,13 @@ _REJECT_SCHEMA = pa.schema(
 )
 
 
+_DUCKDB_TYPES = {
+    pa.string(): "varchar",
+    pa.int32(): "integer",
+    pa.timestamp("us"): "timestamp",
+}
+
+
 @dataclass
 class IngestReport:
     """What one call of :func:`ingest_surveys` did, for logs and Dagster metadata."""
@@ -205,9 +212,22 @@ class _Parsed:
 
 
 def create_survey_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the three raw survey tables when absent (dbt sources them even before any file)."""
+    """Create the three raw survey tables when absent (dbt sources them even before any file).
+
+    A table created earlier with fewer columns (an older version, or a placeholder made by
+    another loader) gets the missing ones added, so inserts by column name always fit.
+    """
     for statement in _DDL:
         con.execute(statement)
+    for table, schema in (
+        ("raw.survey_responses", _RESPONSE_SCHEMA),
+        ("raw.survey_rejects", _REJECT_SCHEMA),
+    ):
+        for column in schema:
+            con.execute(
+                f"alter table {table} add column if not exists {column.name} "
+                f"{_DUCKDB_TYPES[column.type]}"
+            )
 
 
 def ingest_surveys(

@@ -437,3 +437,18 @@ def test_no_survey_files_gives_empty_tables(con, tmp_path: Path, kind: str) -> N
     assert report.files_seen == 0 and not report.has_failures
     for table in ("survey_responses", "survey_rejects", "survey_files"):
         assert rows(con, f"select count(*) from raw.{table}") == [(0,)]
+
+
+def test_an_older_survey_table_gets_the_missing_columns(con, surveys: Path) -> None:
+    con.execute("create schema raw")
+    con.execute(
+        "create table raw.survey_responses (response_id varchar, customer_id varchar, "
+        "submitted_at timestamp, nps integer, satisfaction integer, comment varchar, "
+        "need_tags varchar, source_file varchar, source_row bigint, file_sha256 varchar, "
+        "ingested_at timestamp)"
+    )
+    (surveys / "a.csv").write_text(HEADER + "R1,C1,2025-05-01,9,5,,price|vip\n")
+    ingest(con, surveys)
+    assert rows(
+        con, "select response_id, need_tags, unknown_need_tags from raw.survey_responses"
+    ) == [("R1", "price", "vip")]

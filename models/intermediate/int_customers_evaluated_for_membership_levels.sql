@@ -278,14 +278,21 @@ final as (
                 )
         end as orders_to_keep_level,
         held_levels.next_membership_level,
-        cast(
-            greatest(held_levels.next_min_spend_12m - customer_levels.spend_12m, 0)
-            as decimal(18, 2)
-        ) as spend_to_next_level,
-        cast(
-            greatest(held_levels.next_min_orders_12m - customer_levels.orders_12m, 0)
-            as {{ dbt.type_int() }}
-        ) as orders_to_next_level,
+        {#- greatest() skips nulls, so the top level needs its own branch. -#}
+        case
+            when held_levels.next_membership_level is not null
+                then cast(
+                    greatest(held_levels.next_min_spend_12m - customer_levels.spend_12m, 0)
+                    as decimal(18, 2)
+                )
+        end as spend_to_next_level,
+        case
+            when held_levels.next_membership_level is not null
+                then cast(
+                    greatest(held_levels.next_min_orders_12m - customer_levels.orders_12m, 0)
+                    as {{ dbt.type_int() }}
+                )
+        end as orders_to_next_level,
         as_of.as_of_date
     from customer_levels
     cross join as_of

@@ -75,6 +75,7 @@ strategy_matches as (
         segmented.customer_id,
         marketing_strategies.recommended_action,
         marketing_strategies.action_description,
+        marketing_strategies.is_win_back,
         row_number() over (
             partition by segmented.customer_id
             order by case when marketing_strategies.value_tier = 'any' then 1 else 0 end
@@ -123,7 +124,9 @@ final as (
         cast(segmented.spend_to_keep_level as decimal(18, 2)) as spend_to_keep_level,
         cast(segmented.orders_to_keep_level as {{ dbt.type_int() }}) as orders_to_keep_level,
         {{ cw_as_text('strategy_matches.recommended_action') }} as recommended_action,
-        {{ cw_as_text('strategy_matches.action_description') }} as action_description
+        {{ cw_as_text('strategy_matches.action_description') }} as action_description,
+        coalesce(strategy_matches.is_win_back, false) as is_win_back_candidate,
+        {{ cw_tiers_computed_at('segmented.as_of_date') }} as computed_at
     from segmented
     left join strategy_matches
         on segmented.customer_id = strategy_matches.customer_id

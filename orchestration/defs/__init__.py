@@ -1,0 +1,44 @@
+"""The Dagster definitions, built in one place (``build_definitions``).
+
+Layout, one folder per domain: ``raw`` (raw files, surveys, the survey sensor), ``dbt`` (the dbt
+project, its translator and assets), ``loyalty`` and ``predictions`` (Python marts and their
+checks); ``resources.py`` (DuckDB, pool, retries), ``schedules.py`` (job and schedule).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from customer_warehouse.config import PROJECT_DIR
+from orchestration.defs.dbt.assets import build_dbt_assets
+from orchestration.defs.dbt.project import build_dbt_project, dbt_executable
+from orchestration.defs.loyalty.assets import loyalty_points
+from orchestration.defs.raw.assets import raw_files, survey_files
+from orchestration.defs.raw.sensors import new_survey_files, survey_refresh
+from orchestration.defs.resources import WarehouseResource
+from orchestration.defs.schedules import daily_refresh, full_refresh
+
+
+def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
+    """All assets, checks, jobs, schedules, sensors and resources of the warehouse.
+
+    ``project_dir`` is the dbt project (a test can point it at a modified copy). Building runs
+    ``dbt parse`` when the manifest is missing or stale (orchestration/defs/dbt/project.py).
+    """
+    project = build_dbt_project(project_dir)
+    return dg.Definitions(
+        assets=[raw_files, survey_files, build_dbt_assets(project), loyalty_points],
+        jobs=[full_refresh, survey_refresh],
+        schedules=[daily_refresh],
+        sensors=[new_survey_files],
+        resources={
+            "dbt": DbtCliResource(project_dir=project, dbt_executable=dbt_executable()),
+            "warehouse": WarehouseResource(),
+        },
+        # One process runs the steps one after another: DuckDB has one writer at a time
+        # anyway, and no step pays for a fresh interpreter and a definitions load.
+        executor=dg.in_process_executor,
+    )

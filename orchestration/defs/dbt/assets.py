@@ -1,0 +1,137 @@
+"""Every dbt seed, model and snapshot as an asset; every dbt test as an asset check.
+
+One ``dbt build`` per run (on the selected subset): dbt orders seeds, models, snapshots and
+tests itself and, when an ERROR test fails, skips what depends on the tested node. Dagster then
+sees the failed check (blocking), fails this step, and does not start the Python assets that
+depend on it -- their previous tables stay as they were.
+
+Two things happen after dbt has finished, because DuckDB lets only one process open the file
+while dbt is writing it:
+
+* the materializations get their row counts (``dagster/row_count``), the as-of date and, for
+  marts, a preview and the tier counts; dbt's own log lines stream to the terminal and the
+  compute log while it runs, the Dagster events are emitted when it is done;
+* a failure is classified: a locked warehouse file is retried (``LOCK_RETRY``), anything else
+  (a failed test, a SQL error) fails at once with dbt's messages.
+
+A successful invocation's artifact folder (``<target>/<op>-<run>-<id>/``) is removed; a failed
+one is kept for its ``dbt.log`` and ``run_results.json``.
+"""
+
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+import duckdb
+from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
+
+from orchestration.defs.dbt.translator import WarehouseTranslator
+from orchestration.defs.metadata import (
+    counts_markdown,
+    preview,
+    row_count,
+    scalar,
+    table_columns,
+    table_exists,
+    value_counts,
+)
+from orchestration.defs.resources import (
+    LOCK_RETRY,
+    WRITER_POOL,
+    WarehouseResource,
+    is_lock_conflict,
+)
+
+#: Columns whose value counts are shown on every marts table that has them.
+DISTRIBUTION_COLUMNS = (
+    "value_tier",
+    "lifecycle_stage",
+    "membership_level",
+    "churn_risk_band",
+    "nps_category",
+)
+AS_OF_TABLE = "intermediate.int_as_of_date"
+
+
+class DbtLockedError(RuntimeError):
+    """dbt could not open the warehouse file because another process holds it (retried)."""
+
+
+def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        dagster_dbt_translator=WarehouseTranslator(),
+        name="dbt_models",
+        pool=WRITER_POOL,
+        retry_policy=LOCK_RETRY,
+    )
+    def dbt_models(
+        context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+    ):
+        warehouse.settings()  # an invalid CW_* variable fails here, with its fix, not in dbt
+        invocation = dbt.cli(["build"], context=context, raise_on_error=False)
+        events = list(invocation.stream())
+        error = invocation.get_error()
+        yield from _with_table_metadata(events, invocation.manifest, warehouse, context)
+        if error is not None:
+            message = error.description or str(error)
+            if is_lock_conflict(message):
+                raise DbtLockedError(message)
+            raise dg.Failure(description=message, allow_retries=False)
+        shutil.rmtree(invocation.target_path, ignore_errors=True)
+
+    return dbt_models
+
+
+def _with_table_metadata(
+    events: Iterable[Any],
+    manifest: Mapping[str, Any],
+    warehouse: WarehouseResource,
+    context: dg.AssetExecutionContext,
+) -> Iterator[Any]:
+    """The dbt events, materializations enriched with what the warehouse now holds."""
+    events = list(events)
+    try:
+        with warehouse.connect(read_only=True) as con:
+            as_of = _as_of_date(con)
+            enriched = [_enrich(event, manifest, con, as_of) for event in events]
+    except (duckdb.Error, OSError) as exc:
+        # Metadata is a bonus: never fail a finished dbt build because of it.
+        context.log.warning(f"Row counts not added (warehouse not readable: {exc}).")
+        enriched = events
+    yield from enriched
+
+
+def _as_of_date(con: duckdb.DuckDBPyConnection) -> str | None:
+    if not table_exists(con, AS_OF_TABLE):
+        return None
+    value = scalar(con, f"select max(as_of_date) from {AS_OF_TABLE}")
+    return None if value is None else str(value)
+
+
+def _enrich(
+    event: Any, manifest: Mapping[str, Any], con: duckdb.DuckDBPyConnection, as_of: str | None
+) -> Any:
+    if not isinstance(event, dg.Output | dg.AssetMaterialization):
+        return event
+    unique_id = event.metadata.get("unique_id")
+    node = manifest["nodes"].get(getattr(unique_id, "value", unique_id) or "")
+    if not node or (node.get("config") or {}).get("materialized") == "ephemeral":
+        return event
+    table = f"{node['schema']}.{node.get('alias') or node['name']}"
+    if not table_exists(con, table):
+        return event
+    extra: dict[str, Any] = {"dagster/row_count": dg.MetadataValue.int(row_count(con, table))}
+    if as_of is not None:
+        extra["as_of_date"] = dg.MetadataValue.text(as_of)
+    if node["schema"] == "marts":
+        extra["preview"] = dg.MetadataValue.md(preview(con, table))
+        columns = table_columns(con, table)
+        for column in DISTRIBUTION_COLUMNS:
+            if column in columns:
+                extra[f"{column}_counts"] = dg.MetadataValue.md(
+                    counts_markdown(value_counts(con, table, column), column, "customers")
+                )
+    return event.with_metadata({**event.metadata, **extra})

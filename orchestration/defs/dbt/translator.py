@@ -1,0 +1,58 @@
+"""How dbt nodes become Dagster assets: keys are the warehouse tables, groups are the layers.
+
+* Asset key = ``<schema>/<table>`` of the relation in DuckDB: ``staging/stg_shop__orders``,
+  ``marts/customer_tiers``, ``seeds/membership_levels``, ``snapshots/customer_tiers_snapshot``.
+  A dbt source gets the key of the table it reads, ``raw/orders`` for ``source('shop',
+  'orders')``, which is the key of the Python asset that writes it: the graph is connected from
+  the raw files to the marts without a hand-kept mapping. The Python assets follow the same
+  rule (``marts/loyalty_balances``), so a key always tells where to look in the warehouse.
+* Group = the layer: the model's folder under ``models/`` (``staging``, ``intermediate``,
+  ``marts``), ``seeds`` and ``snapshots``.
+* A ``meta: {dagster: {asset_key: [...], group: ...}}`` in a yml still wins (dagster-dbt's
+  documented override), for the rare node that must differ.
+* dbt tests become asset checks (dagster-dbt's default); ERROR-severity tests are blocking, so a
+  failure stops everything downstream, Python assets included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
+
+LAYER_GROUPS = {"seed": "seeds", "snapshot": "snapshots", "source": "raw"}
+
+
+def _dagster_meta(props: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = (props.get("config") or {}).get("meta") or props.get("meta") or {}
+    return meta.get("dagster") or {}
+
+
+class WarehouseTranslator(DagsterDbtTranslator):
+    """Keys by warehouse table, groups by layer (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__(DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if _dagster_meta(dbt_resource_props).get("asset_key"):
+            return super().get_asset_key(dbt_resource_props)
+        props = dbt_resource_props
+        if props["resource_type"] == "source":
+            table = props.get("identifier") or props["name"]
+        else:
+            table = props.get("alias") or props["name"]
+        return dg.AssetKey([props["schema"], table])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        configured = _dagster_meta(dbt_resource_props).get("group")
+        if configured:
+            return configured
+        resource_type = dbt_resource_props["resource_type"]
+        if resource_type in LAYER_GROUPS:
+            return LAYER_GROUPS[resource_type]
+        # fqn = [project, folder, ..., name]; a model at the root of models/ has no layer.
+        fqn = dbt_resource_props.get("fqn") or []
+        return fqn[1] if len(fqn) > 2 else "dbt"

@@ -1,0 +1,193 @@
+"""Raw layer: the exports in CW_RAW_DIR and the survey files become the ``raw`` schema.
+
+The asset keys are ``raw/<table>``, the same keys the dbt translator gives the dbt sources
+(``source('shop', 'orders')`` → ``raw/orders``), so Dagster draws one graph from the raw tables
+through staging to the marts. The logic is in ``customer_warehouse.raw_load`` and
+``customer_warehouse.surveys``; this module only runs it and reports what it did.
+"""
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from customer_warehouse import raw_load, surveys
+from orchestration.defs.metadata import counts_markdown, markdown_table, table_metadata
+from orchestration.defs.resources import (
+    LOCK_RETRY,
+    WRITER_POOL,
+    WarehouseResource,
+    fail_fast_on_data_errors,
+)
+
+RAW_GROUP = "raw"
+KINDS = {"python", "duckdb"}
+
+
+def raw_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["raw", table])
+
+
+def _raw_file_spec(spec: raw_load.SourceSpec) -> dg.AssetSpec:
+    presence = "required" if spec.required_file else "optional (an empty table when absent)"
+    return dg.AssetSpec(
+        key=raw_key(spec.name),
+        group_name=RAW_GROUP,
+        kinds=KINDS,
+        description=(
+            f"`raw.{spec.name}`: `{spec.name}.csv` or `{spec.name}.parquet` from CW_RAW_DIR, "
+            f"every column as text plus `_source_file` and `_source_row`. The file is "
+            f"{presence}; required columns: {', '.join(spec.required)} (docs/raw-data.md)."
+        ),
+    )
+
+
+@dg.multi_asset(
+    name="raw_files",
+    specs=[_raw_file_spec(spec) for spec in raw_load.SOURCES],
+    can_subset=False,
+    pool=WRITER_POOL,
+    retry_policy=LOCK_RETRY,
+    description=(
+        "Load the raw exports into the raw schema in one transaction: a structurally broken "
+        "file stops the load (RawDataError) and leaves the previous raw tables in place."
+    ),
+)
+def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    settings = warehouse.settings()
+    with warehouse.connect() as con:
+        with fail_fast_on_data_errors(f"Loading the raw files of {settings.raw_dir}"):
+            loaded = raw_load.load_raw(con, settings.raw_dir, log=context.log.info)
+        metadata = {item.source: table_metadata(con, f"raw.{item.source}") for item in loaded}
+    summary = markdown_table(
+        ["table", "file", "rows", "ignored columns"],
+        [
+            (
+                f"raw.{item.source}",
+                item.file or "(no file: empty)",
+                item.rows,
+                ", ".join(item.ignored_columns),
+            )
+            for item in loaded
+        ],
+    )
+    for item in loaded:
+        yield dg.MaterializeResult(
+            asset_key=raw_key(item.source),
+            metadata={
+                **metadata[item.source],
+                "source_file": dg.MetadataValue.text(item.file or "(no file: empty table)"),
+                "ignored_columns": dg.MetadataValue.json(item.ignored_columns),
+                "raw_dir": dg.MetadataValue.path(str(settings.raw_dir)),
+                "load_summary": dg.MetadataValue.md(summary),
+            },
+        )
+
+
+SURVEY_TABLES = ("survey_responses", "survey_rejects", "survey_files")
+SURVEY_KEYS = [raw_key(table) for table in SURVEY_TABLES]
+SURVEY_FILES_CHECK = "no_unreadable_survey_files"
+
+_SURVEY_DESCRIPTIONS = {
+    "survey_responses": "Accepted survey responses, typed (dbt source surveys.survey_responses).",
+    "survey_rejects": "Refused survey responses with the raw record and a reject_reason.",
+    "survey_files": "Every (file name, content sha256) ever seen and what became of it.",
+}
+
+
+def survey_files_in(folder: Path) -> list[Path]:
+    """The files ``surveys.ingest_surveys`` reads: *.csv / *.json, no hidden files, by name."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.is_file()
+        and not path.name.startswith(".")
+        and path.suffix.lower() in surveys.SURVEY_SUFFIXES
+    )
+
+
+@dg.multi_asset(
+    name="survey_files",
+    specs=[
+        dg.AssetSpec(
+            key=raw_key(table),
+            group_name=RAW_GROUP,
+            kinds=KINDS,
+            description=f"`raw.{table}`: {_SURVEY_DESCRIPTIONS[table]} Written by "
+            "customer_warehouse.surveys from CW_RAW_DIR/surveys/*.csv|*.json.",
+        )
+        for table in SURVEY_TABLES
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            SURVEY_FILES_CHECK,
+            asset=raw_key("survey_files"),
+            description="Every survey file now in the folder could be read. A broken file is "
+            "recorded as failed and skipped; the others are ingested (warning, not blocking).",
+            blocking=False,
+        )
+    ],
+    can_subset=False,
+    pool=WRITER_POOL,
+    retry_policy=LOCK_RETRY,
+    description=(
+        "Ingest new and changed survey files (idempotent: unchanged files add nothing). A "
+        "malformed file is reported by name and does not stop the others."
+    ),
+)
+def survey_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    settings = warehouse.settings()
+    folder = settings.raw_dir / "surveys"
+    with warehouse.connect() as con:
+        with fail_fast_on_data_errors(f"Ingesting the survey files of {folder}"):
+            report = surveys.ingest_surveys(con, folder)
+        failing = _failing_files(con, folder)
+        metadata = {table: table_metadata(con, f"raw.{table}") for table in SURVEY_TABLES}
+    for name, error in report.failed.items():
+        context.log.warning(f"Survey file {name} was not ingested: {error}")
+    run_summary: dict[str, Any] = {
+        "files_seen": dg.MetadataValue.int(report.files_seen),
+        "files_ingested": dg.MetadataValue.json(report.ingested),
+        "files_replaced": dg.MetadataValue.json(report.replaced),
+        "files_unchanged": dg.MetadataValue.int(len(report.unchanged)),
+        "files_failed": dg.MetadataValue.json(report.failed),
+        "rows_accepted_this_run": dg.MetadataValue.int(report.rows_accepted),
+        "rows_rejected_this_run": dg.MetadataValue.int(report.rows_rejected),
+        "surveys_dir": dg.MetadataValue.path(str(folder)),
+    }
+    for table in SURVEY_TABLES:
+        extra = dict(run_summary)
+        if table == "survey_rejects" and report.reject_reasons:
+            extra["rejects_by_reason_this_run"] = dg.MetadataValue.md(
+                counts_markdown(report.reject_reasons, "reject_reason")
+            )
+        yield dg.MaterializeResult(asset_key=raw_key(table), metadata={**metadata[table], **extra})
+    yield dg.AssetCheckResult(
+        check_name=SURVEY_FILES_CHECK,
+        asset_key=raw_key("survey_files"),
+        passed=not failing,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "failing_files": dg.MetadataValue.md(
+                markdown_table(["file", "error"], sorted(failing.items())) if failing else "none"
+            )
+        },
+    )
+
+
+def _failing_files(con, folder: Path) -> dict[str, str]:
+    """Files in the folder whose current content is recorded as failed (name → error)."""
+    current = [
+        (path.name, hashlib.sha256(path.read_bytes()).hexdigest())
+        for path in survey_files_in(folder)
+    ]
+    if not current:
+        return {}
+    rows = con.execute(
+        "select source_file, file_sha256, error from raw.survey_files where status = 'failed'"
+    ).fetchall()
+    failed = {(name, sha): error for name, sha, error in rows}
+    return {name: failed[(name, sha)] for name, sha in current if (name, sha) in failed}

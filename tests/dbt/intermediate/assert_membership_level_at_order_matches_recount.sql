@@ -1,0 +1,70 @@
+{#-
+    int_orders_joined_to_membership_levels computes each order's level with a running sum; this
+    recounts the 12-month spend and orders before each order with a plain self-join and checks
+    that both give the same level. A second, independent implementation of the rule.
+-#}
+with
+
+orders as (
+    select * from {{ ref('int_orders_filtered_to_as_of_date') }}
+),
+
+joined as (
+    select * from {{ ref('int_orders_joined_to_membership_levels') }}
+),
+
+membership_levels as (
+    select * from {{ ref('membership_levels') }}
+),
+
+tier_settings as (
+    select * from {{ ref('tier_settings') }}
+),
+
+settings as (
+    select
+        cast(max(setting_value) as {{ dbt.type_int() }}) as window_months
+    from tier_settings
+    where setting_name = 'membership_window_months'
+),
+
+recounted as (
+    select
+        this_order.order_id,
+        coalesce(sum(earlier.amount), 0) as spend_before,
+        count(earlier.order_id) as orders_before
+    from orders as this_order
+    cross join settings
+    left join orders as earlier
+        on this_order.customer_id = earlier.customer_id
+        and earlier.is_purchase
+        and (
+            earlier.ordered_at < this_order.ordered_at
+            or (earlier.ordered_at = this_order.ordered_at and earlier.order_id < this_order.order_id)
+        )
+        and {{ cw_add_months('earlier.ordered_date', 'settings.window_months') }}
+        > this_order.ordered_date
+    group by this_order.order_id
+),
+
+recounted_levels as (
+    select
+        recounted.order_id,
+        max(membership_levels.level_rank) as level_rank
+    from recounted
+    inner join membership_levels
+        on recounted.spend_before >= membership_levels.min_spend_12m
+        and recounted.orders_before >= membership_levels.min_orders_12m
+    group by recounted.order_id
+)
+
+select
+    joined.order_id,
+    joined.membership_level_at_order,
+    membership_levels.membership_level as recounted_level
+from joined
+inner join recounted_levels
+    on joined.order_id = recounted_levels.order_id
+inner join membership_levels
+    on recounted_levels.level_rank = membership_levels.level_rank
+where joined.membership_level_at_order <> membership_levels.membership_level

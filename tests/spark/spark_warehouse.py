@@ -1,0 +1,280 @@
+"""Helpers to build the warehouse on a local, in-process Spark (dbt-spark `method: session`).
+
+Why in-process: dbt-spark's session connection gets its Spark with
+``SparkSession.builder.enableHiveSupport().getOrCreate()``. The only way to give it a small,
+test-owned Spark (local[2], UTC, warehouse in a temporary folder) is to create that session
+first, in the same process, and then run dbt through ``dbtRunner``: ``getOrCreate`` returns the
+session that already exists.
+
+The raw loader here is the Spark twin of ``customer_warehouse.raw_load``: same contract
+(``raw_load.SOURCES``, the same structural checks), same tables (every contract column as
+``string``, then ``_source_file`` string and ``_source_row`` bigint, 1-based data row).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from customer_warehouse import raw_load
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+# Spark SQL types for the DuckDB types the raw survey tables use.
+_DUCKDB_TO_SPARK = {
+    "VARCHAR": "string",
+    "INTEGER": "int",
+    "BIGINT": "bigint",
+    "TIMESTAMP": "timestamp",
+    "DOUBLE": "double",
+    "BOOLEAN": "boolean",
+    "DATE": "date",
+}
+
+
+def java_problem() -> str | None:
+    """Why Spark cannot start here (no Java), or None when it can."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return None
+    if shutil.which("java"):
+        return None
+    return (
+        "no Java runtime: PySpark needs Java 17+ on PATH or in JAVA_HOME "
+        "(Debian: apt-get install openjdk-17-jre-headless)"
+    )
+
+
+def start_spark(work_dir: Path):
+    """A small local Spark for tests: 2 cores, 2 shuffle partitions, UTC, no UI, 1 GB driver.
+
+    The catalog is Spark's in-memory one (no Hive/Derby metastore: dbt-spark's session method
+    does not need it, and it saves the Derby start-up); tables are Parquet files under
+    ``work_dir/spark-warehouse``. Must run before anything else in the process touches Spark,
+    because these settings are fixed when the JVM starts.
+    """
+    from pyspark.sql import SparkSession
+
+    if SparkSession.getActiveSession() is not None:
+        raise RuntimeError(
+            "A Spark session is already running in this process, with settings this test did "
+            "not choose. Run the Spark tests in their own pytest process (pytest -m spark)."
+        )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    builder = (
+        SparkSession.builder.master("local[2]")
+        .appName("customer-warehouse-tests")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.memory", "1g")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.catalogImplementation", "in-memory")
+        .config("spark.sql.warehouse.dir", str(work_dir / "spark-warehouse"))
+        .config("spark.local.dir", str(work_dir / "spark-local"))
+        .config("spark.log.structuredLogging.enabled", "false")
+        .config(
+            "spark.driver.extraJavaOptions",
+            f"-Duser.timezone=UTC -Dderby.system.home={work_dir}",
+        )
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def load_raw_into_spark(spark, raw_dir: Path) -> dict[str, int]:
+    """Load the raw files of `raw_dir` into `raw.<source>` tables; return rows per source.
+
+    Structural checks are raw_load's own (missing required column, duplicated header column,
+    both csv and parquet present), so a file the DuckDB loader refuses is refused here too.
+    CSV is read whole (multiLine: quoted line breaks allowed, and a file is never split), so
+    the row number is the data row of the file, as in the DuckDB loader.
+    """
+    from pyspark.sql import functions as F
+
+    spark.sql(f"create database if not exists {raw_load.RAW_SCHEMA}")
+    rows: dict[str, int] = {}
+    for spec in raw_load.SOURCES:
+        path = raw_load.find_source_file(raw_dir, spec)
+        table = f"{raw_load.RAW_SCHEMA}.{spec.name}"
+        if path is None:
+            columns = ", ".join(f"cast(null as string) as {c}" for c in spec.columns)
+            df = spark.sql(
+                f"select {columns}, cast(null as string) as _source_file, "
+                "cast(null as bigint) as _source_row where false"
+            )
+        else:
+            if path.suffix == ".csv":
+                header = raw_load._csv_header(path)
+                reader = spark.read.options(
+                    header=True,
+                    sep=",",
+                    quote='"',
+                    escape='"',
+                    multiLine=True,
+                    encoding="UTF-8",
+                    mode="FAILFAST",
+                    inferSchema=False,
+                )
+                df = reader.csv(str(path))
+            else:
+                df = spark.read.parquet(str(path))
+            present = {name.strip().lstrip("\ufeff").strip('"').strip().lower(): name
+                       for name in df.columns}
+            if path.suffix != ".csv":
+                header = list(present)
+            raw_load._check_columns(path, spec, header)
+            selected = [
+                (F.col(f"`{present[c]}`") if c in present else F.lit(None))
+                .cast("string")
+                .alias(c)
+                for c in spec.columns
+            ]
+            df = df.select(
+                *selected,
+                F.lit(path.name).alias("_source_file"),
+                (F.monotonically_increasing_id() + 1).cast("bigint").alias("_source_row"),
+            )
+        df.write.mode("overwrite").format("parquet").saveAsTable(table)
+        rows[spec.name] = spark.table(table).count()
+    return rows
+
+
+def copy_duckdb_table_to_spark(spark, duckdb_path: Path, table: str) -> int:
+    """Copy one DuckDB table (same name, same columns, mapped types) into Spark.
+
+    Used for raw.survey_responses: survey files are validated and typed by the Python
+    ingestion (customer_warehouse.surveys), which writes DuckDB; dbt only stages the result.
+    Timestamps travel as timestamp_ntz (wall clock, UTC) and are cast to timestamp in Spark's
+    UTC session, so no Python-side time zone can shift them.
+    """
+    with duckdb.connect(str(duckdb_path), read_only=True) as con:
+        described = con.execute(f"describe {table}").fetchall()
+        data = con.execute(f"select * from {table}").fetchall()
+    names = [row[0] for row in described]
+    spark_types = []
+    for name, duck_type, *_ in described:
+        base = duck_type.split("(")[0].upper()
+        if base not in _DUCKDB_TO_SPARK and not base.startswith("DECIMAL"):
+            raise TypeError(f"{table}.{name}: no Spark type for DuckDB type {duck_type}")
+        spark_types.append(duck_type.lower() if base == "DECIMAL" else _DUCKDB_TO_SPARK[base])
+    transfer_schema = ", ".join(
+        f"`{n}` {'timestamp_ntz' if t == 'timestamp' else t}"
+        for n, t in zip(names, spark_types, strict=True)
+    )
+    df = spark.createDataFrame(data, schema=transfer_schema)
+    df = df.selectExpr(
+        *[f"cast(`{n}` as {t}) as `{n}`" for n, t in zip(names, spark_types, strict=True)]
+    )
+    schema = table.split(".")[0]
+    spark.sql(f"create database if not exists {schema}")
+    df.write.mode("overwrite").format("parquet").saveAsTable(table)
+    return len(data)
+
+
+@dataclass
+class DbtRun:
+    """What one in-process dbt invocation did."""
+
+    success: bool
+    statuses: dict[str, str] = field(default_factory=dict)  # unique_id -> status
+    messages: dict[str, str] = field(default_factory=dict)  # unique_id -> message (failures)
+    exception: BaseException | None = None
+
+    def failures(self) -> dict[str, str]:
+        return {
+            uid: f"{status}: {self.messages.get(uid, '')}"
+            for uid, status in self.statuses.items()
+            if status not in ("success", "pass")
+        }
+
+    def count(self, resource_type: str, status: str | None = None) -> int:
+        return sum(
+            1
+            for uid, st in self.statuses.items()
+            if uid.split(".")[0] == resource_type and (status is None or st == status)
+        )
+
+
+def run_dbt_in_process(args: Sequence[str], work_dir: Path) -> DbtRun:
+    """Run dbt with the Spark target in this process (so it uses the session started here)."""
+    from dbt.cli.main import dbtRunner
+
+    full_args = [
+        *args,
+        "--target",
+        "spark",
+        "--project-dir",
+        str(PROJECT_DIR),
+        "--profiles-dir",
+        str(PROJECT_DIR),
+        "--target-path",
+        str(work_dir / "target"),
+        "--log-path",
+        str(work_dir / "logs"),
+    ]
+    result = dbtRunner().invoke(full_args)
+    run = DbtRun(success=bool(result.success), exception=result.exception)
+    for node_result in getattr(result.result, "results", None) or []:
+        uid = node_result.node.unique_id
+        run.statuses[uid] = str(node_result.status)
+        if node_result.message:
+            run.messages[uid] = str(node_result.message)
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing tables across engines
+
+
+def _normalize(value: Any, float_digits: int) -> Any:
+    """One cell in an engine-neutral form: numbers rounded, timestamps as text."""
+    if value is None or isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, Decimal | float):
+        return round(float(value), float_digits) + 0.0  # + 0.0 turns -0.0 into 0.0
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, date):
+        return value.isoformat()
+    return repr(value)
+
+
+def normalize_rows(rows: Iterable[Sequence[Any]], float_digits: int = 6) -> Counter:
+    """A multiset of normalized rows, so row order does not matter."""
+    return Counter(tuple(_normalize(v, float_digits) for v in row) for row in rows)
+
+
+def spark_rows(spark, table: str, columns: Sequence[str]) -> list[tuple]:
+    """Rows of a Spark table; timestamps read as UTC wall-clock (timestamp_ntz) values."""
+    types = dict(spark.table(table).dtypes)
+    select = ", ".join(
+        f"cast(`{c}` as timestamp_ntz) as `{c}`" if types[c] == "timestamp" else f"`{c}`"
+        for c in columns
+    )
+    return [tuple(row) for row in spark.sql(f"select {select} from {table}").collect()]
+
+
+def duckdb_rows(con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str]) -> list:
+    select = ", ".join(f'"{c}"' for c in columns)
+    return con.execute(f"select {select} from {table}").fetchall()
+
+
+def describe_difference(left: Counter, right: Counter, limit: int = 5) -> str:
+    only_left = list((left - right).elements())[:limit]
+    only_right = list((right - left).elements())[:limit]
+    return (
+        f"{sum(left.values())} vs {sum(right.values())} rows; "
+        f"only on Spark (first {limit}): {only_left}; only on DuckDB: {only_right}"
+    )

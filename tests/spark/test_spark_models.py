@@ -1,0 +1,274 @@
+"""The same dbt project builds on Spark (dbt-spark, `method: session`) and gives the same answers.
+
+One data set is built twice: a small demo export (customer_warehouse.demo_data, a few hundred
+customers, dirty rows included, surveys included) with the hand-written quarantine fixture
+(tests/fixtures/quarantine, every reject reason once) appended to its orders and customers.
+DuckDB builds it through tests/conftest.build_warehouse (the project's normal path); Spark builds
+it in this process: a local Spark is started here, the raw files are loaded by the Spark twin of
+the raw loader, and `dbt build --target spark` runs through dbtRunner, so dbt-spark's session
+connection picks up that same Spark session.
+
+Then every table both engines built (seeds, staging, intermediate, marts) is compared row for
+row. What Spark cannot build here is skipped with the reason, and listed in docs/spark.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from customer_warehouse import demo_data, raw_load, surveys
+
+from ..conftest import FIXTURES, Warehouse, build_warehouse
+from . import spark_warehouse as sw
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+DEMO_CUSTOMERS = 300
+DEMO_SEED = 20240611
+DEMO_DIRTY_RATE = 0.05
+
+# Built by DuckDB but not by Spark, and why (docs/spark.md, "Not on Spark").
+NOT_ON_SPARK = {
+    "snapshot.customer_warehouse.customer_tiers_snapshot": (
+        "dbt-spark snapshots need file_format delta, iceberg or hudi; none of their jars ships "
+        "with pyspark, and they come only from Maven, which this environment cannot reach"
+    ),
+    "model.customer_warehouse.customer_tier_transitions": "reads the snapshot",
+}
+
+# Columns whose value is the moment the dbt run started, so two runs never agree on them.
+RUN_TIME_COLUMNS: dict[str, set[str]] = {}
+
+SCHEMAS = ("seeds", "staging", "intermediate", "marts")
+
+
+@dataclass
+class Builds:
+    raw_dir: Path
+    demo_order_rows: int
+    demo_customer_rows: int
+    duck: Warehouse
+    spark: object  # pyspark.sql.SparkSession
+    spark_run: sw.DbtRun
+    spark_seconds: float
+    raw_rows_spark: dict[str, int]
+
+
+def _append_csv(target: Path, extra: Path) -> int:
+    """Append the rows of `extra` to `target` in target's column order; return target's rows
+    before the append (so appended row k has _source_row = that + k)."""
+    with target.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        existing = sum(1 for _ in reader)
+    with extra.open(newline="", encoding="utf-8") as handle:
+        extra_rows = list(csv.DictReader(handle))
+    with target.open("a", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        for row in extra_rows:
+            writer.writerow([row.get(column) or "" for column in header])
+    return existing
+
+
+def _make_raw_dir(raw_dir: Path) -> tuple[int, int]:
+    demo_data.generate(
+        raw_dir, customers=DEMO_CUSTOMERS, seed=DEMO_SEED, dirty_rate=DEMO_DIRTY_RATE, quiet=True
+    )
+    order_rows = _append_csv(raw_dir / "orders.csv", FIXTURES / "quarantine" / "orders.csv")
+    customer_rows = _append_csv(
+        raw_dir / "customers.csv", FIXTURES / "quarantine" / "customers.csv"
+    )
+    return order_rows, customer_rows
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory) -> Iterator[Builds]:
+    pytest.importorskip("pyspark", reason="pyspark is not installed (pip install -e .[dev])")
+    problem = sw.java_problem()
+    if problem:
+        pytest.skip(problem)
+
+    work = tmp_path_factory.mktemp("spark_models")
+    raw_dir = work / "raw"
+    demo_orders, demo_customers = _make_raw_dir(raw_dir)
+
+    # DuckDB: surveys ingested first (build_warehouse loads the shop files and runs dbt build).
+    duck_dir = work / "duckdb"
+    duck_dir.mkdir()
+    with duckdb.connect(str(duck_dir / "warehouse.duckdb")) as con:
+        report = surveys.ingest_surveys(con, raw_dir / "surveys")
+    assert report.rows_accepted > 0, "the demo data should carry survey responses"
+    duck = build_warehouse(raw_dir, duck_dir)
+
+    spark = sw.start_spark(work / "spark")
+    try:
+        raw_rows = sw.load_raw_into_spark(spark, raw_dir)
+        sw.copy_duckdb_table_to_spark(spark, duck.path, "raw.survey_responses")
+        started = time.perf_counter()
+        run = sw.run_dbt_in_process(["build"], work / "spark")
+        elapsed = time.perf_counter() - started
+        yield Builds(
+            raw_dir=raw_dir,
+            demo_order_rows=demo_orders,
+            demo_customer_rows=demo_customers,
+            duck=duck,
+            spark=spark,
+            spark_run=run,
+            spark_seconds=elapsed,
+            raw_rows_spark=raw_rows,
+        )
+    finally:
+        spark.stop()
+
+
+def _duck_statuses(duck: Warehouse) -> dict[str, str]:
+    results = json.loads((duck.work_dir / "target" / "run_results.json").read_text())
+    return {r["unique_id"]: r["status"] for r in results["results"]}
+
+
+def test_dbt_build_succeeds_on_spark(builds: Builds) -> None:
+    run = builds.spark_run
+    assert run.exception is None, f"dbt crashed on Spark: {run.exception!r}"
+    failures = run.failures()
+    assert run.success and not failures, "dbt build --target spark failed:\n" + "\n".join(
+        f"  {uid}: {message[:600]}" for uid, message in failures.items()
+    )
+    assert run.count("model") >= 30
+    assert run.count("seed") >= 10
+    assert run.count("test") >= 100
+
+
+def test_spark_builds_every_node_duckdb_builds_except_the_listed_ones(builds: Builds) -> None:
+    duck_nodes = set(_duck_statuses(builds.duck))
+    spark_nodes = set(builds.spark_run.statuses)
+    missing = duck_nodes - spark_nodes
+    excluded_models = {uid.split(".")[-1] for uid in NOT_ON_SPARK}
+    unexplained = {
+        uid
+        for uid in missing
+        if uid not in NOT_ON_SPARK
+        # generic and singular tests of an excluded node are disabled with it
+        and not (uid.startswith("test.") and any(name in uid for name in excluded_models))
+    }
+    assert not unexplained, f"built on DuckDB but not on Spark, with no reason: {unexplained}"
+    assert not spark_nodes - duck_nodes, "Spark built nodes DuckDB did not"
+    for uid in NOT_ON_SPARK:
+        assert uid in duck_nodes, f"{uid} is listed as excluded on Spark but DuckDB has no such node"
+        assert uid not in spark_nodes
+
+
+def test_raw_tables_match_the_duckdb_loader(builds: Builds) -> None:
+    problems = []
+    with duckdb.connect(str(builds.duck.path), read_only=True) as con:
+        for table in [f"raw.{spec.name}" for spec in raw_load.SOURCES] + ["raw.survey_responses"]:
+            duck_columns = [r[0] for r in con.execute(f"describe {table}").fetchall()]
+            spark_columns = builds.spark.table(table).columns
+            if duck_columns != spark_columns:
+                problems.append(f"{table}: columns {spark_columns} on Spark, {duck_columns} on DuckDB")
+                continue
+            left = sw.normalize_rows(sw.spark_rows(builds.spark, table, spark_columns))
+            right = sw.normalize_rows(sw.duckdb_rows(con, table, duck_columns))
+            if left != right:
+                problems.append(f"{table}: {sw.describe_difference(left, right)}")
+    for spec in raw_load.SOURCES:
+        types = dict(builds.spark.table(f"raw.{spec.name}").dtypes)
+        expected = {c: "string" for c in spec.columns} | {
+            "_source_file": "string",
+            "_source_row": "bigint",
+        }
+        if types != expected:
+            problems.append(f"raw.{spec.name}: Spark types {types}, expected {expected}")
+    assert not problems, "\n".join(problems)
+    assert builds.raw_rows_spark["orders"] > builds.demo_order_rows > 1000
+
+
+def test_quarantine_fixture_gets_its_reasons_on_spark(builds: Builds) -> None:
+    """Independent of DuckDB: the fixture's expected_reason column, row by row."""
+    with (FIXTURES / "quarantine" / "orders.csv").open(newline="") as handle:
+        fixture = list(csv.DictReader(handle))
+    offset = builds.demo_order_rows
+    expected = {
+        offset + i + 1: row["expected_reason"] for i, row in enumerate(fixture) if row["expected_reason"]
+    }
+    rejected = dict(
+        builds.spark.sql(
+            f"select source_row, reject_reason from staging.order_rejects where source_row > {offset}"
+        ).collect()
+    )
+    assert rejected == expected
+    accepted = {
+        r[0]
+        for r in builds.spark.sql(
+            "select order_id from staging.stg_shop__orders where order_id like 'Q%'"
+        ).collect()
+    }
+    assert accepted == {"Q01", "Q02", "Q14", "Q15"}
+
+
+def _compare_schema(builds: Builds, schema: str) -> tuple[list[str], list[str]]:
+    """Tables of `schema` that differ between the engines, and the tables compared."""
+    spark_tables = {r.tableName for r in builds.spark.sql(f"show tables in {schema}").collect()}
+    problems, compared = [], []
+    with duckdb.connect(str(builds.duck.path), read_only=True) as con:
+        duck_tables = {
+            r[0]
+            for r in con.execute(
+                "select table_name from information_schema.tables where table_schema = ?",
+                [schema],
+            ).fetchall()
+        }
+        not_on_spark = {uid.split(".")[-1] for uid in NOT_ON_SPARK}
+        missing = duck_tables - spark_tables - not_on_spark
+        if missing:
+            problems.append(f"{schema}: tables missing on Spark: {sorted(missing)}")
+        extra = spark_tables - duck_tables
+        if extra:
+            problems.append(f"{schema}: tables only on Spark: {sorted(extra)}")
+        for name in sorted(spark_tables & duck_tables):
+            table = f"{schema}.{name}"
+            duck_columns = [r[0] for r in con.execute(f"describe {table}").fetchall()]
+            spark_columns = builds.spark.table(table).columns
+            if duck_columns != spark_columns:
+                problems.append(f"{table}: columns differ: Spark {spark_columns}, DuckDB {duck_columns}")
+                continue
+            columns = [c for c in duck_columns if c not in RUN_TIME_COLUMNS.get(table, set())]
+            left = sw.normalize_rows(sw.spark_rows(builds.spark, table, columns))
+            right = sw.normalize_rows(sw.duckdb_rows(con, table, columns))
+            compared.append(table)
+            if left != right:
+                problems.append(f"{table}: {sw.describe_difference(left, right)}")
+    return problems, compared
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_every_table_matches_duckdb(builds: Builds, schema: str) -> None:
+    problems, compared = _compare_schema(builds, schema)
+    assert compared, f"no tables compared in {schema}"
+    assert not problems, "\n".join(problems)
+
+
+def test_customer_tiers_and_features_cover_hundreds_of_customers(builds: Builds) -> None:
+    """The mart comparison above is meaningful: hundreds of customers, several tiers."""
+    spark = builds.spark
+    customers = spark.sql("select count(*) from marts.customer_features").collect()[0][0]
+    assert customers >= DEMO_CUSTOMERS * 0.8
+    tiers = spark.sql(
+        "select count(distinct value_tier), count(distinct lifecycle_stage) from marts.customer_tiers"
+    ).collect()[0]
+    assert tiers[0] >= 3 and tiers[1] >= 3
+
+
+def test_snapshots_on_spark() -> None:
+    pytest.skip(
+        "not run on Spark: "
+        + NOT_ON_SPARK["snapshot.customer_warehouse.customer_tiers_snapshot"]
+        + " (docs/spark.md)"
+    )

@@ -1,0 +1,512 @@
+"""The Dagster asset graph: one connected graph, the full build in-process on demo data, the
+loyalty invariants, a failing blocking check stopping what depends on it, the sensor, the
+schedule, the writer pool and the retry rule.
+
+Everything runs against temporary folders: a tmp DuckDB file per build, a tmp dbt target path
+for the whole module (the manifest is parsed there once), an ephemeral Dagster instance.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from dagster_dbt import DbtProject
+
+from customer_warehouse import loyalty, raw_load
+from orchestration.defs import build_definitions
+from orchestration.defs.dbt.project import dbt_target_path, manifest_is_current
+from orchestration.defs.loyalty.assets import LOYALTY_OUTPUTS
+from orchestration.defs.raw.assets import SURVEY_KEYS, raw_files
+from orchestration.defs.raw.sensors import new_survey_files
+from orchestration.defs.resources import (
+    LOCK_RETRY,
+    WRITER_POOL,
+    WarehouseResource,
+    fail_fast_on_data_errors,
+    is_lock_conflict,
+)
+
+from .conftest import PROJECT_DIR
+
+DEMO_CUSTOMERS = 1000
+DEMO_DIRTY_RATE = 0.01
+LAYERS = {"raw", "seeds", "staging", "intermediate", "marts", "snapshots"}
+SURVEY_UNIQUE_TEST = "unique_stg_surveys__responses_response_id"
+
+
+def key(path: str) -> dg.AssetKey:
+    return dg.AssetKey(path.split("/"))
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def dbt_paths(tmp_path_factory) -> Iterator[Path]:
+    """dbt writes its manifest and per-run artifacts under a tmp target, never target/."""
+    target = tmp_path_factory.mktemp("dagster_dbt")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith("CW_"):
+                mp.delenv(name)
+        mp.setenv("DBT_TARGET_PATH", str(target / "target"))
+        mp.setenv("DBT_LOG_PATH", str(target / "logs"))
+        mp.setenv("DBT_PROFILES_DIR", str(PROJECT_DIR))
+        mp.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+        yield target
+
+
+@pytest.fixture(scope="module")
+def defs(dbt_paths) -> dg.Definitions:
+    return build_definitions()
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "raw"
+    subprocess.run(
+        [sys.executable, "-m", "customer_warehouse.demo_data", "--out", str(out),
+         "--customers", str(DEMO_CUSTOMERS), "--dirty-rate", str(DEMO_DIRTY_RATE), "--quiet"],
+        cwd=PROJECT_DIR, check=True, timeout=600,
+    )  # fmt: skip
+    return out
+
+
+def run_full_refresh(
+    defs: dg.Definitions, raw_dir: Path, warehouse: Path
+) -> dg.ExecuteInProcessResult:
+    """Job full_refresh in-process with the CW_* variables pointing at a tmp build (dbt and
+    the Python assets read them at run time, like in production)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CW_RAW_DIR", str(raw_dir))
+        mp.setenv("CW_WAREHOUSE_PATH", str(warehouse))
+        mp.setenv("CW_AS_OF_DATE", "")
+        with dg.DagsterInstance.ephemeral() as instance:
+            return defs.resolve_job_def("full_refresh").execute_in_process(
+                instance=instance, raise_on_error=False
+            )
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> dict[dg.AssetKey, dict]:
+    return {
+        event.materialization.asset_key: event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+
+
+def check_evaluations(result: dg.ExecuteInProcessResult) -> list:
+    return [
+        event.event_specific_data
+        for event in result.all_events
+        if event.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+
+
+def step_failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    return {
+        event.step_key: event.event_specific_data.error.message
+        for event in result.all_events
+        if event.event_type_value == "STEP_FAILURE"
+    }
+
+
+@pytest.fixture(scope="module")
+def full_build(defs, demo_dir, tmp_path_factory):
+    """The whole graph materialized once (job full_refresh) into a tmp warehouse."""
+    warehouse = tmp_path_factory.mktemp("full") / "warehouse.duckdb"
+    return run_full_refresh(defs, demo_dir, warehouse), warehouse
+
+
+# --------------------------------------------------------------------------------------------
+# The graph (no build needed)
+# --------------------------------------------------------------------------------------------
+
+
+def test_graph_is_one_connected_picture(defs):
+    graph = defs.resolve_asset_graph()
+    keys = graph.get_all_asset_keys()
+    # Every dbt source is written by a Python asset: no external (unmaterializable) assets.
+    assert [k for k in keys if not graph.get(k).is_materializable] == []
+    for source in ("orders", "customers", "order_items", "products", "redemptions"):
+        downstream = graph.get(key(f"raw/{source}")).child_keys
+        assert any(child.path[0] == "staging" for child in downstream), source
+    assert (
+        key("staging/stg_surveys__responses") in graph.get(key("raw/survey_responses")).child_keys
+    )
+    # The loyalty asset reads dbt tables, declared from the loyalty module's constants.
+    loyalty_parents = graph.get(key("marts/loyalty_balances")).parent_keys
+    assert key("intermediate/int_orders_joined_to_membership_levels") in loyalty_parents
+    assert key("seeds/loyalty_rules") in loyalty_parents
+    assert all(parent in keys for parent in loyalty_parents)
+    # Groups are the layers, keys are the warehouse tables.
+    assert {graph.get(k).group_name for k in keys} <= LAYERS
+    assert graph.get(key("staging/stg_shop__orders")).group_name == "staging"
+    assert graph.get(key("seeds/membership_levels")).group_name == "seeds"
+    assert graph.get(key("marts/customer_tiers")).group_name == "marts"
+    assert graph.get(key("snapshots/customer_tiers_snapshot")).group_name == "snapshots"
+
+
+def test_dbt_tests_are_checks_and_error_tests_block(defs):
+    specs = {
+        spec.key: spec
+        for assets_def in defs.resolve_asset_graph().assets_defs
+        for spec in assets_def.check_specs
+    }
+    survey_unique = dg.AssetCheckKey(key("staging/stg_surveys__responses"), SURVEY_UNIQUE_TEST)
+    assert survey_unique in specs
+    assert specs[survey_unique].blocking  # dbt_project.yml: data tests have severity error
+    assert len([k for k in specs if k.asset_key.path[0] == "staging"]) >= 10
+    balance = dg.AssetCheckKey(key("marts/loyalty_balances"), "balance_equals_ledger_sum")
+    assert specs[balance].blocking
+
+
+def test_every_writer_is_in_the_pool_and_retries_only_locks(defs):
+    graph = defs.resolve_asset_graph()
+    writers = {assets_def.node_def.name: assets_def for assets_def in graph.assets_defs}
+    assert {"raw_files", "survey_files", "dbt_models", "loyalty_points"} <= set(writers)
+    for name, assets_def in writers.items():
+        assert assets_def.node_def.pool == WRITER_POOL, name
+        assert assets_def.node_def.retry_policy == LOCK_RETRY, name
+
+
+def test_manifest_is_parsed_into_the_target_path(defs, dbt_paths):
+    assert dbt_target_path() == dbt_paths / "target"
+    assert (dbt_paths / "target" / "manifest.json").is_file()
+
+
+def test_manifest_is_stale_when_a_dbt_file_is_newer(tmp_path):
+    (tmp_path / "dbt_project.yml").write_text("name: x\n")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "a.sql").write_text("select 1")
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "manifest.json").write_text("{}")
+    project = DbtProject(project_dir=tmp_path, target_path=tmp_path / "target")
+    os.utime(tmp_path / "models" / "a.sql", (1_000_000, 1_000_000))
+    os.utime(tmp_path / "dbt_project.yml", (1_000_000, 1_000_000))
+    assert manifest_is_current(project)
+    os.utime(tmp_path / "models" / "a.sql", (3_000_000_000, 3_000_000_000))  # an edit
+    assert not manifest_is_current(project)
+    (tmp_path / "target" / "manifest.json").unlink()
+    assert not manifest_is_current(project)
+
+
+def test_daily_refresh_schedule_materializes_everything(defs):
+    schedule = defs.resolve_schedule_def("daily_refresh")
+    assert schedule.job_name == "full_refresh"
+    assert schedule.cron_schedule == "0 6 * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    graph = defs.resolve_asset_graph()
+    job = defs.resolve_job_def("full_refresh")
+    assert job.asset_layer.selected_asset_keys == graph.get_all_asset_keys()
+
+
+def test_dagster_yaml_template_limits_the_writer_pool_to_one(tmp_path):
+    shutil.copy(PROJECT_DIR / "orchestration" / "dagster.yaml", tmp_path / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        pools = instance.get_concurrency_config().pool_config
+        assert pools.default_pool_limit == 1
+        assert pools.pool_granularity.value == "op"
+    finally:
+        instance.dispose()
+
+
+# --------------------------------------------------------------------------------------------
+# Sensor
+# --------------------------------------------------------------------------------------------
+
+
+def test_new_survey_files_sensor_requests_one_run_per_change(defs, demo_dir, tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    surveys = raw / "surveys"
+    surveys.mkdir(parents=True)
+    first, second = sorted((demo_dir / "surveys").iterdir())[:2]
+    shutil.copy(first, surveys / first.name)
+    monkeypatch.setenv("CW_RAW_DIR", str(raw))
+
+    with dg.instance_for_test() as instance:
+        tick = new_survey_files.evaluate_tick(dg.build_sensor_context(instance=instance))
+        assert len(tick.run_requests) == 1
+        assert tick.run_requests[0].tags["survey_files"] == first.name
+
+        again = new_survey_files.evaluate_tick(
+            dg.build_sensor_context(instance=instance, cursor=tick.cursor)
+        )
+        assert again.run_requests == []
+        assert "No new or changed" in (again.skip_message or "")
+
+        # Ignored like the ingestion ignores them: hidden files and other suffixes.
+        (surveys / ".partial.csv").write_text("customer_id\n")
+        (surveys / "notes.txt").write_text("not a survey")
+        ignored = new_survey_files.evaluate_tick(
+            dg.build_sensor_context(instance=instance, cursor=again.cursor)
+        )
+        assert ignored.run_requests == []
+
+        shutil.copy(second, surveys / second.name)
+        new = new_survey_files.evaluate_tick(
+            dg.build_sensor_context(instance=instance, cursor=ignored.cursor)
+        )
+        assert [r.tags["survey_files"] for r in new.run_requests] == [second.name]
+        assert new.run_requests[0].run_key != tick.run_requests[0].run_key
+
+        (surveys / first.name).write_text((surveys / first.name).read_text() + "\n\n")
+        changed = new_survey_files.evaluate_tick(
+            dg.build_sensor_context(instance=instance, cursor=new.cursor)
+        )
+        assert [r.tags["survey_files"] for r in changed.run_requests] == [first.name]
+
+    # The run covers the survey asset and what depends on it, not the shop sources.
+    assert new_survey_files.job_name == "survey_refresh"
+    selected = defs.resolve_job_def("survey_refresh").asset_layer.selected_asset_keys
+    assert set(SURVEY_KEYS) <= selected
+    assert key("staging/stg_surveys__responses") in selected
+    assert key("marts/customer_features") in selected
+    assert key("raw/orders") not in selected
+    assert key("marts/loyalty_balances") not in selected
+
+
+# --------------------------------------------------------------------------------------------
+# Failures: a data error fails at once, a lock conflict is left to the retry policy
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_broken_raw_folder_fails_at_once_with_the_file_named(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "orders.csv").write_text("order_id;customer_id;ordered_at;amount\n1;c1;2025-01-01;5\n")
+    monkeypatch.setenv("CW_RAW_DIR", str(raw))
+    monkeypatch.setenv("CW_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
+    result = dg.materialize(
+        [raw_files], resources={"warehouse": WarehouseResource()}, raise_on_error=False
+    )
+    assert not result.success
+    events = {event.event_type_value for event in result.all_events}
+    assert "STEP_UP_FOR_RETRY" not in events  # a data error is not retried
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "orders.csv" in failure.event_specific_data.error.message
+    assert "semicolon" in failure.event_specific_data.error.message
+
+
+def test_an_invalid_setting_fails_with_the_variable_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("CW_RAW_DIR", str(tmp_path / "missing"))
+    monkeypatch.setenv("CW_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
+    result = dg.materialize(
+        [raw_files], resources={"warehouse": WarehouseResource()}, raise_on_error=False
+    )
+    assert not result.success
+    assert "CW_RAW_DIR" in " ".join(step_failures(result).values())
+
+
+def test_only_a_locked_warehouse_is_left_to_the_retry_policy(tmp_path):
+    path = tmp_path / "locked.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
+         "sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(duckdb.Error) as locked:
+            duckdb.connect(str(path))
+        assert is_lock_conflict(locked.value)
+        # The lock error passes through untouched (RetryPolicy retries it) ...
+        with pytest.raises(duckdb.Error), fail_fast_on_data_errors("test"):
+            raise locked.value
+    finally:
+        holder.communicate("", timeout=60)
+    # ... any other error becomes a Failure that bypasses the retry policy.
+    with pytest.raises(dg.Failure) as failure, fail_fast_on_data_errors("Loading x"):
+        raise raw_load.RawDataError("orders.csv: missing required column(s) amount")
+    assert failure.value.allow_retries is False
+    assert "Loading x failed: orders.csv" in failure.value.description
+    assert not is_lock_conflict(failure.value.description)
+
+
+# --------------------------------------------------------------------------------------------
+# The full graph, in-process, on demo data
+# --------------------------------------------------------------------------------------------
+
+
+def _csv_rows(path: Path) -> int:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return sum(1 for _ in csv.reader(handle)) - 1
+
+
+def _survey_records(folder: Path) -> int:
+    total = 0
+    for path in folder.iterdir():
+        if path.suffix == ".json":
+            total += len(json.loads(path.read_text(encoding="utf-8")))
+        elif path.suffix == ".csv":
+            total += _csv_rows(path)
+    return total
+
+
+@pytest.mark.slow
+def test_full_graph_materializes_every_asset_and_passes_every_check(defs, full_build):
+    result, _warehouse = full_build
+    assert result.success, step_failures(result)
+    assert set(materialized(result)) == defs.resolve_asset_graph().get_all_asset_keys()
+    evaluations = check_evaluations(result)
+    failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
+    assert failed == []
+    names = {e.check_name for e in evaluations}
+    assert {SURVEY_UNIQUE_TEST, "balance_equals_ledger_sum", "no_negative_balance"} <= names
+
+
+@pytest.mark.slow
+def test_full_graph_row_counts(full_build, demo_dir):
+    result, warehouse = full_build
+    metadata = materialized(result)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+
+        def count(table: str) -> int:
+            return con.execute(f"select count(*) from {table}").fetchall()[0][0]
+
+        # Every materialization's row count is the table's.
+        for asset_key, meta in metadata.items():
+            if "dagster/row_count" in meta:
+                table = ".".join(asset_key.path)
+                assert meta["dagster/row_count"].value == count(table), table
+        # Raw = the files; staging = accepted + quarantined, per source.
+        for source, accepted, rejected in [
+            ("orders", "stg_shop__orders", "order_rejects"),
+            ("customers", "stg_shop__customers", "customer_rejects"),
+            ("order_items", "stg_shop__order_items", "order_item_rejects"),
+            ("products", "stg_shop__products", "product_rejects"),
+            ("redemptions", "stg_shop__redemptions", "redemption_rejects"),
+        ]:
+            assert count(f"raw.{source}") == _csv_rows(demo_dir / f"{source}.csv"), source
+            assert count(f"raw.{source}") == count(f"staging.{accepted}") + count(
+                f"staging.{rejected}"
+            ), source
+        assert count("staging.order_rejects") > 0  # the dirty rows were quarantined
+        assert count("raw.survey_responses") + count("raw.survey_rejects") == _survey_records(
+            demo_dir / "surveys"
+        )
+        customers = count("staging.stg_shop__customers")
+        assert count("marts.customer_tiers") >= customers * 0.9
+        assert count("marts.loyalty_balances") > 0
+        assert count("marts.loyalty_points_ledger") > count("marts.loyalty_balances")
+    tiers = metadata[key("marts/customer_tiers")]
+    assert "value_tier" in tiers["value_tier_counts"].value
+    assert tiers["as_of_date"].value
+    crm = metadata[key("marts/crm_reminders")]
+    assert "contact_address" not in crm["preview"].value.split("\n")[0]  # no personal data
+
+
+@pytest.mark.slow
+def test_loyalty_invariants_hold_on_the_full_build(full_build):
+    _result, warehouse = full_build
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        mismatched = con.execute(
+            f"""
+            select count(*) from {loyalty.BALANCES_TABLE} as balances
+            full outer join (
+                select customer_id, sum(points) as points from {loyalty.LEDGER_TABLE} group by 1
+            ) as ledger using (customer_id)
+            where balances.points_balance is distinct from ledger.points
+            """
+        ).fetchall()[0][0]
+        assert mismatched == 0
+        lowest_running = con.execute(
+            f"""
+            select min(running) from (
+                select sum(points) over (
+                    partition by customer_id order by movement_seq
+                ) as running
+                from {loyalty.LEDGER_TABLE}
+            )
+            """
+        ).fetchall()[0][0]
+        assert lowest_running >= 0
+        as_of = con.execute("select max(as_of_date) from intermediate.int_as_of_date").fetchall()
+        requests = con.execute(
+            "select count(*) from staging.stg_shop__redemptions "
+            "where cast(redeemed_at as date) <= ?",
+            [as_of[0][0]],
+        ).fetchall()[0][0]
+        redeemed = con.execute(
+            f"select count(*) from {loyalty.LEDGER_TABLE} where movement_type = 'redeem'"
+        ).fetchall()[0][0]
+        refused = con.execute(f"select count(*) from {loyalty.REJECTS_TABLE}").fetchall()[0][0]
+        # Every redemption request is either in the ledger or refused with a reason.
+        assert redeemed + refused == requests
+        assert refused > 0  # the demo data's deliberate over-redemptions
+
+
+@pytest.mark.slow
+def test_a_failing_blocking_check_stops_what_depends_on_it(defs, full_build, demo_dir, tmp_path):
+    """A duplicated survey response in raw (a corrupt table, as from a bad manual fix) fails
+    the ERROR test unique(response_id) on stg_surveys__responses: dbt skips the models built
+    on it, Dagster fails the dbt step and does not start the Python assets after it, and the
+    loyalty tables of the previous build stay exactly as they were."""
+    _result, built = full_build
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(built, warehouse)
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            "insert into raw.survey_responses (response_id, customer_id, submitted_at, nps, "
+            "satisfaction, source_file, source_row) values "
+            "('dup-1', 'C0000001', timestamp '2025-01-01 10:00:00', 9, 5, 'manual.csv', 1), "
+            "('dup-1', 'C0000002', timestamp '2025-01-02 10:00:00', 3, 2, 'manual.csv', 2)"
+        )
+        before = {
+            table: con.execute(f"select count(*), sum(hash(*)) from {table}").fetchall()[0]
+            for table in LOYALTY_OUTPUTS
+        }
+    result = run_full_refresh(defs, demo_dir, warehouse)
+
+    assert not result.success
+    failed = [e for e in check_evaluations(result) if not e.passed]
+    assert [(e.asset_key, e.check_name) for e in failed] == [
+        (key("staging/stg_surveys__responses"), SURVEY_UNIQUE_TEST)
+    ]
+    assert "dbt_models" in step_failures(result)
+    done = set(materialized(result))
+    assert key("raw/orders") in done  # upstream of the failure: built
+    assert key("staging/stg_surveys__responses") in done  # built, then its test failed
+    assert key("intermediate/int_survey_responses_aggregated_to_customers") not in done
+    assert key("marts/customer_features") not in done
+    for table in LOYALTY_OUTPUTS:  # the Python assets after the dbt step did not run
+        assert key(table.replace(".", "/")) not in done
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        after = {
+            table: con.execute(f"select count(*), sum(hash(*)) from {table}").fetchall()[0]
+            for table in LOYALTY_OUTPUTS
+        }
+    assert after == before
+
+
+# --------------------------------------------------------------------------------------------
+# The CLI sees the same definitions
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_dagster_definitions_validate_passes(defs, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CW_")}
+    env["DAGSTER_HOME"] = str(tmp_path)
+    shutil.copy(PROJECT_DIR / "orchestration" / "dagster.yaml", tmp_path / "dagster.yaml")
+    dagster = str(Path(sys.executable).parent / "dagster")
+    proc = subprocess.run(
+        [dagster, "definitions", "validate", "-m", "orchestration.definitions"],
+        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "Validation successful" in output
