@@ -237,13 +237,14 @@ class FitResult:
 # --------------------------------------------------------------------------------------------
 
 
-def read_customer_features(
-    con: Any, table: str = "marts.customer_features", time_unit: TimeUnit = "day"
-) -> pd.DataFrame:
-    """Read the model input from the dbt mart and rename it to the input contract.
+def read_customer_features(con: Any, table: str = "marts.customer_features") -> pd.DataFrame:
+    """Read the model input from the dbt mart and rename it to the input contract (in days).
 
-    Rows without a tenure (prospects who never bought, if the mart carries them) are skipped:
-    the models only describe customers after their first purchase.
+    Always returns days: the time unit is applied by the fit and scoring functions, so passing
+    this frame to ``run_predictions(..., time_unit="week")`` converts exactly once. Rows without
+    a tenure (prospects who never bought, if the mart carries them) are skipped: the models only
+    describe customers after their first purchase. The contract is checked
+    (``prepare_features``).
     """
     sql = f"""
         select
@@ -256,7 +257,7 @@ def read_customer_features(
         where tenure_days is not null and frequency is not null
         order by customer_id
     """
-    return prepare_features(con.execute(sql).df(), time_unit=time_unit)
+    return prepare_features(con.execute(sql).df(), time_unit="day")
 
 
 def _as_date(value: date | str | pd.Timestamp | np.datetime64) -> date:

@@ -667,8 +667,8 @@ def test_read_customer_features_from_the_mart():
     assert day["customer_id"].tolist() == ["c1", "c2"]
     assert day.loc[1, ["frequency", "recency", "T", "monetary_value"]].tolist() == [3, 70, 140, 25]
     assert day.loc[0, "monetary_value"] == 0
-    week = P.read_customer_features(con, time_unit="week")
-    assert week.loc[1, "T"] == pytest.approx(20.0)
+    # Days in, converted once by whoever applies the time unit.
+    assert P.prepare_features(day, time_unit="week").loc[1, "T"] == pytest.approx(20.0)
 
 
 # ------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Layout, one folder per domain: ``raw`` (raw files, surveys, the survey sensor), ``dbt`` (the dbt
 project, its translator and assets), ``loyalty`` and ``predictions`` (Python marts and their
-checks); ``resources.py`` (DuckDB, pool, retries), ``schedules.py`` (job and schedule).
+checks), ``reports`` (the HTML tier report); ``resources.py`` (DuckDB, pool, retries),
+``metadata.py`` (row counts, previews), ``schedules.py`` (the full job and its schedule).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from customer_warehouse.config import PROJECT_DIR
 from orchestration.defs.dbt.assets import build_dbt_assets
 from orchestration.defs.dbt.project import build_dbt_project, dbt_executable
 from orchestration.defs.loyalty.assets import loyalty_points
+from orchestration.defs.predictions.assets import customer_predictions, prediction_backtest
 from orchestration.defs.raw.assets import raw_files, survey_files
 from orchestration.defs.raw.sensors import new_survey_files, survey_refresh
+from orchestration.defs.reports.assets import tier_report_html
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.schedules import daily_refresh, full_refresh
 
@@ -30,7 +33,15 @@ def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
     """
     project = build_dbt_project(project_dir)
     return dg.Definitions(
-        assets=[raw_files, survey_files, build_dbt_assets(project), loyalty_points],
+        assets=[
+            raw_files,
+            survey_files,
+            build_dbt_assets(project),
+            loyalty_points,
+            customer_predictions,
+            prediction_backtest,
+            tier_report_html,
+        ],
         jobs=[full_refresh, survey_refresh],
         schedules=[daily_refresh],
         sensors=[new_survey_files],
