@@ -78,7 +78,10 @@ def build_warehouse(raw_dir: Path, work_dir: Path, *, select: str | None = None,
         raw_load.load_raw(con, raw_dir, log=lambda _line: None)
         raw_load.ensure_survey_tables(con)
     env = dbt_env(path, work_dir, raw_dir, CW_AS_OF_DATE=as_of_date)
-    args = ["build"] + (["--select", select] if select else [])
+    args = ["build"]
+    if select:
+        # only tests whose every parent is selected
+        args += ["--select", select, "--indirect-selection", "cautious"]
     proc = run_dbt(args, env, check=check)
     return Warehouse(path=path, raw_dir=raw_dir, work_dir=work_dir, dbt_output=proc.stdout)
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from customer_warehouse import backfill as bf
-from customer_warehouse import demo_data, surveys
+from customer_warehouse import demo_data, raw_load, surveys
 
-from .conftest import PROJECT_DIR, Warehouse, build_warehouse
+from .conftest import PROJECT_DIR, Warehouse, dbt_env, run_dbt
 
 # ----------------------------------------------------------------------------- date ranges
 
@@ -67,9 +67,16 @@ def loaded(tmp_path_factory) -> Warehouse:
     work = tmp_path_factory.mktemp("backfill")
     raw = work / "raw"
     demo_data.generate(raw, customers=250, seed=11, dirty_rate=0.0, quiet=True)
-    with duckdb.connect(str(work / "warehouse.duckdb")) as con:
+    path = work / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as con:
+        raw_load.load_raw(con, raw, log=lambda _line: None)
         surveys.ingest_surveys(con, raw / "surveys")
-    return build_warehouse(raw, work, select="+customer_tiers_snapshot")
+    # only what the snapshot needs, and only the tests of what is built
+    run_dbt(
+        ["build", "--select", "+customer_tiers_snapshot", "--indirect-selection", "cautious"],
+        dbt_env(path, work, raw),
+    )
+    return Warehouse(path=path, raw_dir=raw, work_dir=work)
 
 
 @pytest.fixture

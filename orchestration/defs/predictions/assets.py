@@ -3,8 +3,8 @@
 * ``customer_predictions`` (multi-asset ``marts/customer_predictions`` + ``marts/
   clv_model_params``): fit, validate, score. ``run_predictions`` raises ``FitError`` before
   anything is written when a fit does not converge or is absurd; the asset then reports the
-  blocking check ``model_fit_is_sane`` as failed with that message and writes nothing, so the
-  previous predictions stay and nothing downstream runs.
+  blocking check ``model_fit_is_sane`` as failed with that message, writes nothing and fails
+  (not retried), so the previous predictions stay and nothing downstream runs.
 * ``prediction_backtest`` (``marts/prediction_backtest``): fit as of ``as-of − holdout_days``,
   predict the holdout, compare. A separate step: a backtest problem never blocks predictions.
 
@@ -152,10 +152,12 @@ def customer_predictions(
             except predictions.FitError as exc:
                 fit_error = str(exc)
         if fit_error is not None:
-            context.log.error(f"Predictions not updated: {fit_error}")
-            # Blocking: the step fails after this, nothing is written, downstream waits.
+            # The failed check is recorded, the step fails with the reason, nothing is
+            # written (the previous predictions stay) and nothing downstream runs.
             yield fit_check_result(None, error=fit_error)
-            return
+            raise dg.Failure(
+                description=f"Predictions not updated: {fit_error}", allow_retries=False
+            )
         replace_tables(con, {PREDICTIONS_TABLE: run.predictions, PARAMS_TABLE: run.params})
         predictions_meta = table_metadata(con, PREDICTIONS_TABLE, with_preview=True)
         params_meta = table_metadata(con, PARAMS_TABLE)
