@@ -64,16 +64,19 @@ DAGSTER_PORT ?= 3000
 DAGSTER_MODULE ?= orchestration.definitions
 DAGSTER := DAGSTER_HOME="$(DAGSTER_HOME)" $(BIN)/dagster
 SELECT ?= *
+# Optional run config (YAML) for `make run`, e.g. predictions options (docs/orchestration.md).
+RUN_CONFIG ?=
 
 .PHONY: dagster-home dagster-validate dagster-materialize
 
 run: ensure-raw-data dagster-home  ## install, generate demo data if needed, build everything through Dagster
 	@mkdir -p $(dir $(CW_WAREHOUSE_PATH))
-	$(DAGSTER) job execute -m $(DAGSTER_MODULE) -j full_refresh
+	$(DAGSTER) job execute -m $(DAGSTER_MODULE) -j full_refresh $(if $(RUN_CONFIG),-c $(RUN_CONFIG))
 
+# `dagster dev` reads [tool.dagster] in pyproject.toml: code location `customer_warehouse`.
 dev: ensure-raw-data dagster-home  ## Dagster UI + daemon (schedule, sensor) on http://$(DAGSTER_HOST):$(DAGSTER_PORT)
 	@mkdir -p $(dir $(CW_WAREHOUSE_PATH))
-	$(DAGSTER) dev -m $(DAGSTER_MODULE) -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
+	$(DAGSTER) dev -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 
 # The instance settings (writer pool limit) come from orchestration/dagster.yaml. The project's
 # own .dagster_home follows the template; a DAGSTER_HOME of the caller's keeps its dagster.yaml.

@@ -137,22 +137,30 @@ def test_backfill_replays_history_that_matches_each_dates_tiers(
     # ... and replayed after it, with progress lines.
     lines: list[str] = []
     report = bf.backfill(
-        dates[:2], warehouse_path=loaded.path, reset=True, restore=False,
-        dbt=dbt_env_vars, log=lines.append,
+        dates[:2],
+        warehouse_path=loaded.path,
+        reset=True,
+        restore=False,
+        dbt=dbt_env_vars,
+        log=lines.append,
     )
     assert [r.as_of_date for r in report.dates] == dates[:2]
     assert any("[1/2] as of 2025-03-31" in line for line in lines)
     assert any(line.startswith("reset:") for line in lines)
 
     # Resume: a later date appends to the existing history without a reset.
-    bf.backfill(dates[2:], warehouse_path=loaded.path, restore=False, dbt=dbt_env_vars,
-                log=lambda _: None)
+    bf.backfill(
+        dates[2:], warehouse_path=loaded.path, restore=False, dbt=dbt_env_vars, log=lambda _: None
+    )
     assert bf.history_end(loaded.path) == dates[-1]
 
     with duckdb.connect(str(loaded.path)) as con:
-        snapshot_dates = [r[0] for r in con.execute(
-            "select distinct as_of_date from snapshots.customer_tiers_snapshot order by 1"
-        ).fetchall()]
+        snapshot_dates = [
+            r[0]
+            for r in con.execute(
+                "select distinct as_of_date from snapshots.customer_tiers_snapshot order by 1"
+            ).fetchall()
+        ]
         assert snapshot_dates == dates
         # marts are as of the last replayed date (restore=False): the history agrees with them
         state_last = _state_on(con, dates[-1])
@@ -165,10 +173,13 @@ def test_backfill_replays_history_that_matches_each_dates_tiers(
 
     # The restore step rebuilds the current marts and the transitions of the replayed period.
     dbt_env_vars.invoke(["run", "--select", bf.RESTORE_SELECTION])
-    with duckdb.connect(str(loaded.path), read_only=True) as con:
-        changed_on = {r[0] for r in con.execute(
-            "select distinct changed_on from marts.customer_tier_transitions"
-        ).fetchall()}
+    with duckdb.connect(str(loaded.path)) as con:  # same config as dbt-duckdb in this process
+        changed_on = {
+            r[0]
+            for r in con.execute(
+                "select distinct changed_on from marts.customer_tier_transitions"
+            ).fetchall()
+        }
         assert changed_on == set(dates[1:])
         as_of_now = con.execute("select as_of_date from intermediate.int_as_of_date").fetchone()[0]
         assert as_of_now == end_before

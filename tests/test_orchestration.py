@@ -40,7 +40,8 @@ from .conftest import PROJECT_DIR
 
 DEMO_CUSTOMERS = 1000
 DEMO_DIRTY_RATE = 0.01
-LAYERS = {"raw", "seeds", "staging", "intermediate", "marts", "snapshots"}
+LAYERS = {"raw", "seeds", "staging", "intermediate", "marts", "snapshots", "reports"}
+PREDICTION_TABLES = ("marts.customer_predictions", "marts.clv_model_params")
 SURVEY_UNIQUE_TEST = "unique_stg_surveys__responses_response_id"
 
 
@@ -84,19 +85,50 @@ def demo_dir(tmp_path_factory) -> Path:
     return out
 
 
-def run_full_refresh(
-    defs: dg.Definitions, raw_dir: Path, warehouse: Path
+def run_job(
+    defs: dg.Definitions,
+    raw_dir: Path,
+    warehouse: Path,
+    *,
+    selection: list[dg.AssetKey] | None = None,
+    ops_config: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Job full_refresh in-process with the CW_* variables pointing at a tmp build (dbt and
-    the Python assets read them at run time, like in production)."""
+    """Job full_refresh (or a selection) in-process, the CW_* variables pointing at a tmp
+    build: dbt and the Python assets read them at run time, as in production. The tier report
+    goes next to the warehouse."""
+    run_config = {
+        "ops": {
+            "reports__tier_report": {"config": {"out_path": str(warehouse.parent / "r.html")}},
+            **(ops_config or {}),
+        }
+    }
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CW_RAW_DIR", str(raw_dir))
         mp.setenv("CW_WAREHOUSE_PATH", str(warehouse))
         mp.setenv("CW_AS_OF_DATE", "")
         with dg.DagsterInstance.ephemeral() as instance:
-            return defs.resolve_job_def("full_refresh").execute_in_process(
-                instance=instance, raise_on_error=False
+            if selection is None:
+                job = defs.resolve_job_def("full_refresh")
+                return job.execute_in_process(
+                    instance=instance, raise_on_error=False, run_config=run_config
+                )
+            job = defs.resolve_implicit_global_asset_job_def()
+            return job.execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                asset_selection=selection,
+                run_config={"ops": ops_config or {}},
             )
+
+
+def table_fingerprints(warehouse: Path, tables) -> dict[str, tuple]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return {
+            table: tuple(
+                con.execute(f"select count(*), sum(hash(t)) from {table} as t").fetchall()[0]
+            )
+            for table in tables
+        }
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> dict[dg.AssetKey, dict]:
@@ -126,7 +158,7 @@ def step_failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
 def full_build(defs, demo_dir, tmp_path_factory):
     """The whole graph materialized once (job full_refresh) into a tmp warehouse."""
     warehouse = tmp_path_factory.mktemp("full") / "warehouse.duckdb"
-    return run_full_refresh(defs, demo_dir, warehouse), warehouse
+    return run_job(defs, demo_dir, warehouse), warehouse
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,7 +207,15 @@ def test_dbt_tests_are_checks_and_error_tests_block(defs):
 def test_every_writer_is_in_the_pool_and_retries_only_locks(defs):
     graph = defs.resolve_asset_graph()
     writers = {assets_def.node_def.name: assets_def for assets_def in graph.assets_defs}
-    assert {"raw_files", "survey_files", "dbt_models", "loyalty_points"} <= set(writers)
+    assert {
+        "raw_files",
+        "survey_files",
+        "dbt_models",
+        "loyalty_points",
+        "customer_predictions",
+        "marts__prediction_backtest",
+        "reports__tier_report",
+    } <= set(writers)
     for name, assets_def in writers.items():
         assert assets_def.node_def.pool == WRITER_POOL, name
         assert assets_def.node_def.retry_policy == LOCK_RETRY, name
@@ -365,7 +405,13 @@ def test_full_graph_materializes_every_asset_and_passes_every_check(defs, full_b
     failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
     assert failed == []
     names = {e.check_name for e in evaluations}
-    assert {SURVEY_UNIQUE_TEST, "balance_equals_ledger_sum", "no_negative_balance"} <= names
+    assert {
+        SURVEY_UNIQUE_TEST,
+        "balance_equals_ledger_sum",
+        "no_negative_balance",
+        "model_fit_is_sane",
+        "one_prediction_per_customer",
+    } <= names
 
 
 @pytest.mark.slow
@@ -402,9 +448,19 @@ def test_full_graph_row_counts(full_build, demo_dir):
         assert count("marts.customer_tiers") >= customers * 0.9
         assert count("marts.loyalty_balances") > 0
         assert count("marts.loyalty_points_ledger") > count("marts.loyalty_balances")
+        buyers = count(
+            "marts.customer_features where tenure_days is not null and frequency is not null"
+        )
+        assert count("marts.customer_predictions") == buyers
+        assert count("marts.clv_model_params") == 7  # r, alpha, a, b; p, q, v
+        assert count("marts.prediction_backtest") > 0
     tiers = metadata[key("marts/customer_tiers")]
     assert "value_tier" in tiers["value_tier_counts"].value
     assert tiers["as_of_date"].value
+    predictions = metadata[key("marts/customer_predictions")]
+    assert "bg_nbd" in predictions["prediction_method_counts"].value
+    report = Path(metadata[key("reports/tier_report")]["path"].value)
+    assert report.is_file() and report.parent == warehouse.parent  # run config, not reports/
     crm = metadata[key("marts/crm_reminders")]
     assert "contact_address" not in crm["preview"].value.split("\n")[0]  # no personal data
 
@@ -453,8 +509,9 @@ def test_loyalty_invariants_hold_on_the_full_build(full_build):
 def test_a_failing_blocking_check_stops_what_depends_on_it(defs, full_build, demo_dir, tmp_path):
     """A duplicated survey response in raw (a corrupt table, as from a bad manual fix) fails
     the ERROR test unique(response_id) on stg_surveys__responses: dbt skips the models built
-    on it, Dagster fails the dbt step and does not start the Python assets after it, and the
-    loyalty tables of the previous build stay exactly as they were."""
+    on it, Dagster fails the dbt step and starts none of the Python assets after it (the
+    predictions are built on customer_features, which depends on the surveys), and their
+    tables from the previous build stay exactly as they were."""
     _result, built = full_build
     warehouse = tmp_path / "warehouse.duckdb"
     shutil.copy(built, warehouse)
@@ -465,11 +522,10 @@ def test_a_failing_blocking_check_stops_what_depends_on_it(defs, full_build, dem
             "('dup-1', 'C0000001', timestamp '2025-01-01 10:00:00', 9, 5, 'manual.csv', 1), "
             "('dup-1', 'C0000002', timestamp '2025-01-02 10:00:00', 3, 2, 'manual.csv', 2)"
         )
-        before = {
-            table: con.execute(f"select count(*), sum(hash(t)) from {table} as t").fetchall()[0]
-            for table in LOYALTY_OUTPUTS
-        }
-    result = run_full_refresh(defs, demo_dir, warehouse)
+    python_tables = [*LOYALTY_OUTPUTS, *PREDICTION_TABLES]
+    before = table_fingerprints(warehouse, python_tables)
+
+    result = run_job(defs, demo_dir, warehouse)
 
     assert not result.success
     failed = [e for e in check_evaluations(result) if not e.passed]
@@ -482,14 +538,36 @@ def test_a_failing_blocking_check_stops_what_depends_on_it(defs, full_build, dem
     assert key("staging/stg_surveys__responses") in done  # built, then its test failed
     assert key("intermediate/int_survey_responses_aggregated_to_customers") not in done
     assert key("marts/customer_features") not in done
-    for table in LOYALTY_OUTPUTS:  # the Python assets after the dbt step did not run
-        assert key(table.replace(".", "/")) not in done
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        after = {
-            table: con.execute(f"select count(*), sum(hash(t)) from {table} as t").fetchall()[0]
-            for table in LOYALTY_OUTPUTS
-        }
-    assert after == before
+    for table in python_tables:
+        assert key(table.replace(".", "/")) not in done, table
+    assert table_fingerprints(warehouse, python_tables) == before
+
+
+@pytest.mark.slow
+def test_a_failed_model_fit_keeps_the_previous_predictions(defs, full_build, demo_dir, tmp_path):
+    """The blocking fit check: a fit outside the sane ranges (here: ranges tightened so the
+    real fit falls outside them) fails with the reason, and nothing is written."""
+    _result, built = full_build
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(built, warehouse)
+    before = table_fingerprints(warehouse, PREDICTION_TABLES)
+
+    result = run_job(
+        defs,
+        demo_dir,
+        warehouse,
+        selection=[key("marts/customer_predictions"), key("marts/clv_model_params")],
+        ops_config={"customer_predictions": {"config": {"sane_bounds": {"r": [100.0, 1000.0]}}}},
+    )
+
+    assert not result.success
+    evaluation = next(e for e in check_evaluations(result) if e.check_name == "model_fit_is_sane")
+    assert not evaluation.passed
+    assert "parameter r" in evaluation.description
+    assert "parameter r" in step_failures(result)["customer_predictions"]
+    assert "STEP_UP_FOR_RETRY" not in {e.event_type_value for e in result.all_events}
+    assert materialized(result) == {}
+    assert table_fingerprints(warehouse, PREDICTION_TABLES) == before
 
 
 # --------------------------------------------------------------------------------------------

@@ -70,7 +70,12 @@ def test_the_build_populates_every_tier_stage_and_level(warehouse: Warehouse) ->
     assert len(tiers) >= DEMO_CUSTOMERS * 0.9
     assert set(tiers["value_tier"].dropna()) == {"high_value", "potential", "ordinary", "low_value"}
     assert set(tiers["lifecycle_stage"]) == {
-        "prospect", "new", "active", "at_risk", "silent", "churned"
+        "prospect",
+        "new",
+        "active",
+        "at_risk",
+        "silent",
+        "churned",
     }
     assert {"ordinary", "silver", "gold"} <= set(tiers["membership_level"])
     # dbt unit tests of the tier rules ran inside the build
@@ -102,8 +107,8 @@ def test_membership_levels_match_a_day_by_day_recount(warehouse: Warehouse) -> N
     as_of = warehouse.scalar("select as_of_date from intermediate.int_as_of_date")
     purchases: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
     for customer_id, ordered_date, amount in warehouse.query(
-        "select customer_id, ordered_date, amount from intermediate.int_orders_filtered_to_as_of_date "
-        "where status = 'completed'"
+        "select customer_id, ordered_date, amount "
+        "from intermediate.int_orders_filtered_to_as_of_date where status = 'completed'"
     ):
         purchases[customer_id].append((ordered_date, amount))
 
@@ -148,8 +153,7 @@ def test_membership_levels_match_a_day_by_day_recount(warehouse: Warehouse) -> N
             last_day = max(
                 day
                 for day, (spend, orders) in by_day.items()
-                if (as_of - day).days <= grace
-                and qualified_rank(spend, orders) >= held
+                if (as_of - day).days <= grace and qualified_rank(spend, orders) >= held
             )
             expected["kept_until"] = last_day + timedelta(days=grace)
             actual["kept_until"] = pd.Timestamp(row["membership_level_kept_until"]).date()
@@ -177,7 +181,9 @@ def test_rfm_scores_are_min_rank_percentiles_binned_by_the_seed(warehouse: Wareh
     features["revenue"] = features["revenue"].astype(float)
     expected = pd.DataFrame(
         {
-            "recency_score": score(features["days_since_last_purchase"].rank(method="min", ascending=False)),
+            "recency_score": score(
+                features["days_since_last_purchase"].rank(method="min", ascending=False)
+            ),
             "frequency_score": score(features["purchase_days_count"].rank(method="min")),
             "monetary_score": score(features["revenue"].rank(method="min")),
         }
@@ -185,7 +191,10 @@ def test_rfm_scores_are_min_rank_percentiles_binned_by_the_seed(warehouse: Wareh
     actual = _tiers(warehouse).loc[expected.index, list(expected.columns)]
     pd.testing.assert_frame_equal(actual.astype(int), expected.astype(int), check_names=False)
     # ties: customers with equal measures never get different scores
-    for measure, column in [("purchase_days_count", "frequency_score"), ("revenue", "monetary_score")]:
+    for measure, column in [
+        ("purchase_days_count", "frequency_score"),
+        ("revenue", "monetary_score"),
+    ]:
         per_value = features.assign(score=actual[column].to_numpy()).groupby(measure)["score"]
         assert (per_value.nunique() == 1).all()
 
@@ -262,8 +271,13 @@ def test_thresholds_changed_in_the_seeds_change_the_tiers_with_no_sql_edit(
 
     def stricter_high_value(row):
         if row["value_tier"] == "high_value":
-            row.update(min_recency_score="5", min_frequency_score="5", min_monetary_score="5",
-                       min_rfm_total="15", value_tier_label="VIP")
+            row.update(
+                min_recency_score="5",
+                min_frequency_score="5",
+                min_monetary_score="5",
+                min_rfm_total="15",
+                value_tier_label="VIP",
+            )
         return row
 
     def easy_silver(row):
@@ -288,7 +302,11 @@ def test_thresholds_changed_in_the_seeds_change_the_tiers_with_no_sql_edit(
     for args in (["seed", "--select", "path:seeds/tiers"], ["run", "--select", "int_as_of_date+"]):
         proc = subprocess.run(
             [DBT, *args, "--project-dir", str(project)],
-            cwd=project, env=env, capture_output=True, text=True, timeout=600,
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert proc.returncode == 0, proc.stdout[-3000:]
     with duckdb.connect(str(path), read_only=True) as con:
@@ -300,11 +318,15 @@ def test_thresholds_changed_in_the_seeds_change_the_tiers_with_no_sql_edit(
     assert set(high_after["rfm_cell"]) == {"555"}
     assert set(high_after["value_tier_label"]) == {"VIP"}
 
-    newly_silver = (before["membership_level"] == "ordinary") & (after["membership_level"] == "silver")
+    newly_silver = (before["membership_level"] == "ordinary") & (
+        after["membership_level"] == "silver"
+    )
     assert newly_silver.sum() > 0
     assert (after.loc[after["orders_12m"] >= 1, "membership_level_rank"] >= 2).all()
 
-    moved = before[(before["lifecycle_stage"] == "active") & (before["days_since_last_purchase"] > 30)]
+    moved = before[
+        (before["lifecycle_stage"] == "active") & (before["days_since_last_purchase"] > 30)
+    ]
     assert len(moved) > 0
     assert (after.loc[moved.index, "lifecycle_stage"] == "at_risk").all()
 

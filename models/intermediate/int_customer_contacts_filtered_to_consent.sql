@@ -32,7 +32,7 @@ final as (
     select
         customer_id,
         case when email is not null then 'email' else 'sms' end as contact_channel,
-        case when email is not null then email else phone end as contact_address,
+        coalesce(email, phone) as contact_address,
         birth_date
     from consenting
 )

@@ -25,7 +25,8 @@ lifecycle_stage_thresholds as (
 buyer_days as (
     select
         customer_id,
-        {{ cw_days_between('first_purchase_date', 'as_of_date') }} as days_since_first_purchase,
+        {{ cw_days_between('first_purchase_date', 'as_of_date') }}
+            as days_since_first_purchase,
         days_since_last_purchase
     from purchase_stats
     where purchase_days_count > 0
@@ -67,7 +68,7 @@ final as (
         on customers.customer_id = buyer_days.customer_id
     left join matching_stages
         on customers.customer_id = matching_stages.customer_id
-        and matching_stages.match_order = 1
+            and matching_stages.match_order = 1
 )
 
 select * from final

@@ -28,9 +28,9 @@ matching_rules as (
     from rfm_scores
     inner join value_tier_rules
         on rfm_scores.recency_score >= value_tier_rules.min_recency_score
-        and rfm_scores.frequency_score >= value_tier_rules.min_frequency_score
-        and rfm_scores.monetary_score >= value_tier_rules.min_monetary_score
-        and rfm_scores.rfm_total_score >= value_tier_rules.min_rfm_total
+            and rfm_scores.frequency_score >= value_tier_rules.min_frequency_score
+            and rfm_scores.monetary_score >= value_tier_rules.min_monetary_score
+            and rfm_scores.rfm_total_score >= value_tier_rules.min_rfm_total
 ),
 
 final as (
@@ -47,7 +47,7 @@ final as (
     from rfm_scores
     left join matching_rules
         on rfm_scores.customer_id = matching_rules.customer_id
-        and matching_rules.match_order = 1
+            and matching_rules.match_order = 1
 )
 
 select * from final

@@ -50,22 +50,27 @@ settings as (
 ),
 
 probe_dates as (
-    select {{ cw_add_days('as_of.as_of_date', '-membership_levels.grace_period_days') }}
-        as probe_date
+    select
+        {{ cw_add_days('as_of.as_of_date', '-membership_levels.grace_period_days') }}
+            as probe_date
     from membership_levels
     cross join as_of
     union
     select as_of_date as probe_date from as_of
 ),
 
+earliest_probe as (
+    select min(probe_date) as earliest_probe_date from probe_dates
+),
+
 bounds as (
     select
         as_of.as_of_date,
         settings.window_months,
-        earliest.earliest_probe_date
+        earliest_probe.earliest_probe_date
     from as_of
     cross join settings
-    cross join (select min(probe_date) as earliest_probe_date from probe_dates) as earliest
+    cross join earliest_probe
 ),
 
 counting_days as (
@@ -159,7 +164,7 @@ qualifications as (
     cross join as_of
     inner join membership_levels
         on checkpoints_in_window.spend_12m >= membership_levels.min_spend_12m
-        and checkpoints_in_window.orders_12m >= membership_levels.min_orders_12m
+            and checkpoints_in_window.orders_12m >= membership_levels.min_orders_12m
     where checkpoints_in_window.checkpoint_date
         >= {{ cw_add_days('as_of.as_of_date', '-membership_levels.grace_period_days') }}
 ),
@@ -179,7 +184,7 @@ held_level_last_qualified as (
     from qualifications
     inner join held_ranks
         on qualifications.customer_id = held_ranks.customer_id
-        and qualifications.level_rank = held_ranks.held_level_rank
+            and qualifications.level_rank = held_ranks.held_level_rank
     group by qualifications.customer_id
 ),
 
@@ -191,8 +196,8 @@ below_since as (
     from held_level_last_qualified
     inner join checkpoints
         on held_level_last_qualified.customer_id = checkpoints.customer_id
-        and held_level_last_qualified.last_qualified_checkpoint_date
-        = checkpoints.checkpoint_date
+            and held_level_last_qualified.last_qualified_checkpoint_date
+            = checkpoints.checkpoint_date
 ),
 
 balances_on_as_of_date as (
@@ -204,7 +209,7 @@ balances_on_as_of_date as (
     cross join as_of
     left join checkpoints
         on customers.customer_id = checkpoints.customer_id
-        and checkpoints.checkpoint_date = as_of.as_of_date
+            and as_of.as_of_date = checkpoints.checkpoint_date
 ),
 
 qualified_ranks as (
@@ -214,7 +219,7 @@ qualified_ranks as (
     from balances_on_as_of_date
     inner join membership_levels
         on balances_on_as_of_date.spend_12m >= membership_levels.min_spend_12m
-        and balances_on_as_of_date.orders_12m >= membership_levels.min_orders_12m
+            and balances_on_as_of_date.orders_12m >= membership_levels.min_orders_12m
     group by balances_on_as_of_date.customer_id
 ),
 
@@ -266,32 +271,32 @@ final as (
         case
             when customer_levels.level_rank > customer_levels.qualified_level_rank
                 then cast(
-                    greatest(held_levels.min_spend_12m - customer_levels.spend_12m, 0)
-                    as decimal(18, 2)
-                )
+                        greatest(held_levels.min_spend_12m - customer_levels.spend_12m, 0)
+                        as decimal(18, 2)
+                    )
         end as spend_to_keep_level,
         case
             when customer_levels.level_rank > customer_levels.qualified_level_rank
                 then cast(
-                    greatest(held_levels.min_orders_12m - customer_levels.orders_12m, 0)
-                    as {{ dbt.type_int() }}
-                )
+                        greatest(held_levels.min_orders_12m - customer_levels.orders_12m, 0)
+                        as {{ dbt.type_int() }}
+                    )
         end as orders_to_keep_level,
         held_levels.next_membership_level,
         {#- greatest() skips nulls, so the top level needs its own branch. -#}
         case
             when held_levels.next_membership_level is not null
                 then cast(
-                    greatest(held_levels.next_min_spend_12m - customer_levels.spend_12m, 0)
-                    as decimal(18, 2)
-                )
+                        greatest(held_levels.next_min_spend_12m - customer_levels.spend_12m, 0)
+                        as decimal(18, 2)
+                    )
         end as spend_to_next_level,
         case
             when held_levels.next_membership_level is not null
                 then cast(
-                    greatest(held_levels.next_min_orders_12m - customer_levels.orders_12m, 0)
-                    as {{ dbt.type_int() }}
-                )
+                        greatest(held_levels.next_min_orders_12m - customer_levels.orders_12m, 0)
+                        as {{ dbt.type_int() }}
+                    )
         end as orders_to_next_level,
         as_of.as_of_date
     from customer_levels

@@ -52,7 +52,7 @@ final as (
         spend,
         row_number() over (
             partition by customer_id
-            order by spend desc, quantity desc, category
+            order by spend desc, quantity desc, category asc
         ) as category_rank
     from category_totals
 )

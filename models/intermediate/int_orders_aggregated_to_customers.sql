@@ -34,27 +34,27 @@ order_totals as (
         sum(case when orders.is_purchase then orders.amount else 0 end) as revenue,
         sum(case when orders.is_purchase then orders.discount_amount else 0 end)
             as discount_amount,
+        {% for days in [30, 90, 365] -%}
+            sum(
+                case
+                    when orders.is_purchase
+                        and orders.ordered_date > {{ cw_add_days('as_of.as_of_date', -days) }}
+                        then orders.amount
+                    else 0
+                end
+            ) as spend_last_{{ days }}_days,
+            sum(
+                case
+                    when orders.is_purchase
+                        and orders.ordered_date > {{ cw_add_days('as_of.as_of_date', -days) }}
+                        then 1
+                    else 0
+                end
+            ) as orders_last_{{ days }}_days,
+        {% endfor -%}
         sum(
             case when orders.is_purchase and orders.discount_amount > 0 then 1 else 0 end
-        ) as discounted_orders_count,
-        {%- for days in [30, 90, 365] %}
-        sum(
-            case
-                when orders.is_purchase
-                    and orders.ordered_date > {{ cw_add_days('as_of.as_of_date', -days) }}
-                    then orders.amount
-                else 0
-            end
-        ) as spend_last_{{ days }}_days,
-        sum(
-            case
-                when orders.is_purchase
-                    and orders.ordered_date > {{ cw_add_days('as_of.as_of_date', -days) }}
-                    then 1
-                else 0
-            end
-        ) as orders_last_{{ days }}_days{{ "," if not loop.last }}
-        {%- endfor %}
+        ) as discounted_orders_count
     from orders
     cross join as_of
     group by orders.customer_id
@@ -104,16 +104,13 @@ final as (
         coalesce({{ cw_days_between('first_purchase_date', 'last_purchase_date') }}, 0)
             as recency_days,
         coalesce({{ cw_days_between('first_purchase_date', 'as_of_date') }}, 0) as tenure_days,
-        {{ cw_days_between('last_purchase_date', 'as_of_date') }} as days_since_last_purchase,
+        {{ cw_days_between('last_purchase_date', 'as_of_date') }}
+            as days_since_last_purchase,
         cast(revenue as decimal(18, 2)) as revenue,
-        cast(
-            case when orders_count > 0 then revenue / orders_count end as decimal(18, 2)
-        ) as average_order_value,
-        cast(
-            case
-                when purchase_days_count > 1 then repeat_revenue / (purchase_days_count - 1)
-                else 0
-            end as decimal(18, 2)
+        {{ cw_divide_money('revenue', 'orders_count') }} as average_order_value,
+        coalesce(
+            {{ cw_divide_money('repeat_revenue', 'purchase_days_count - 1') }},
+            cast(0 as decimal(18, 2))
         ) as avg_repeat_purchase_day_value,
         cast(avg_days_between_purchases as double) as avg_days_between_purchases,
         cast(median_days_between_purchases as double) as median_days_between_purchases,
@@ -123,12 +120,15 @@ final as (
         ) }} as next_purchase_due_date,
         cast(discount_amount as decimal(18, 2)) as discount_amount,
         cast(
-            case when orders_count > 0 then 1.0 * discounted_orders_count / orders_count end
+            case
+                when orders_count > 0
+                    then cast(discounted_orders_count as double) / orders_count
+            end
             as double
         ) as discounted_orders_share,
         {%- for days in [30, 90, 365] %}
-        cast(spend_last_{{ days }}_days as decimal(18, 2)) as spend_last_{{ days }}_days,
-        orders_last_{{ days }}_days,
+            cast(spend_last_{{ days }}_days as decimal(18, 2)) as spend_last_{{ days }}_days,
+            orders_last_{{ days }}_days,
         {%- endfor %}
         as_of_date
     from combined

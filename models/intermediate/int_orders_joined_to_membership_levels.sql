@@ -93,7 +93,7 @@ level_ranks as (
     from balances_before
     inner join membership_levels
         on balances_before.spend_12m_before_order >= membership_levels.min_spend_12m
-        and balances_before.orders_12m_before_order >= membership_levels.min_orders_12m
+            and balances_before.orders_12m_before_order >= membership_levels.min_orders_12m
     where balances_before.is_order_event
     group by balances_before.order_id
 ),

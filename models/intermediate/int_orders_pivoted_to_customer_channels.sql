@@ -6,6 +6,7 @@
     The preferred channel has the most purchases; ties go to the higher spend, then the name.
 -#}
 {%- set known_channels = ['online_shop', 'app', 'store', 'phone'] %}
+{%- set known_channel_list = "'" ~ known_channels | join("', '") ~ "'" %}
 with
 
 orders as (
@@ -16,7 +17,7 @@ purchases as (
     select
         customer_id,
         case
-            when channel in ('{{ known_channels | join("', '") }}') then channel
+            when channel in ({{ known_channel_list }}) then channel
             else 'other'
         end as channel_group,
         channel,
@@ -41,7 +42,7 @@ channel_ranks as (
         channel,
         row_number() over (
             partition by customer_id
-            order by orders_count desc, revenue desc, channel
+            order by orders_count desc, revenue desc, channel asc
         ) as channel_rank
     from channel_totals
 ),
@@ -59,8 +60,8 @@ pivoted as (
         customer_id,
         count(*) as orders_count,
         {%- for channel in known_channels + ['other'] %}
-        sum(case when channel_group = '{{ channel }}' then 1 else 0 end)
-            as {{ channel }}_orders,
+            sum(case when channel_group = '{{ channel }}' then 1 else 0 end)
+                as {{ channel }}_orders,
         {%- endfor %}
         count(distinct case when channel <> 'unknown' then channel end) as channels_count
     from purchases
@@ -72,9 +73,9 @@ final as (
         pivoted.customer_id,
         pivoted.orders_count,
         {%- for channel in known_channels + ['other'] %}
-        pivoted.{{ channel }}_orders,
-        cast(1.0 * pivoted.{{ channel }}_orders / pivoted.orders_count as double)
-            as {{ channel }}_orders_share,
+            pivoted.{{ channel }}_orders,
+            cast(pivoted.{{ channel }}_orders as double) / pivoted.orders_count
+                as {{ channel }}_orders_share,
         {%- endfor %}
         pivoted.channels_count,
         pivoted.channels_count > 1 as is_omni_channel,

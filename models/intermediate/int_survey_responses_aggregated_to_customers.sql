@@ -63,7 +63,7 @@ latest_nps as (
     from nps_ranked
     left join nps_categories
         on nps_ranked.nps_score >= nps_categories.min_score
-        and nps_ranked.nps_score <= nps_categories.max_score
+            and nps_ranked.nps_score <= nps_categories.max_score
     where nps_ranked.response_rank = 1
 ),
 
@@ -77,7 +77,7 @@ need_mentions as (
     from responses_as_of
     inner join needs_segments
         on ('|' || responses_as_of.need_tags || '|')
-        like ('%|' || needs_segments.need_tag || '|%')
+            like ('%|' || needs_segments.need_tag || '|%')
     group by
         responses_as_of.customer_id,
         needs_segments.need_tag,
@@ -92,7 +92,7 @@ need_ranked as (
         needs_segment,
         row_number() over (
             partition by customer_id
-            order by mentions desc, priority, need_tag
+            order by mentions desc, priority asc, need_tag asc
         ) as need_rank
     from need_mentions
 ),
@@ -112,7 +112,7 @@ final as (
         on response_totals.customer_id = latest_nps.customer_id
     left join need_ranked
         on response_totals.customer_id = need_ranked.customer_id
-        and need_ranked.need_rank = 1
+            and need_ranked.need_rank = 1
 )
 
 select * from final

@@ -69,10 +69,10 @@ final as (
             as median_days_between_purchases,
         purchase_stats.next_purchase_due_date,
         {%- for days in [30, 90, 365] %}
-        cast(coalesce(purchase_stats.spend_last_{{ days }}_days, 0) as decimal(18, 2))
-            as spend_last_{{ days }}_days,
-        cast(coalesce(purchase_stats.orders_last_{{ days }}_days, 0) as {{ dbt.type_int() }})
-            as orders_last_{{ days }}_days,
+            cast(coalesce(purchase_stats.spend_last_{{ days }}_days, 0) as decimal(18, 2))
+                as spend_last_{{ days }}_days,
+            cast(coalesce(purchase_stats.orders_last_{{ days }}_days, 0) as {{ dbt.type_int() }})
+                as orders_last_{{ days }}_days,
         {%- endfor %}
         cast(coalesce(purchase_stats.discount_amount, 0) as decimal(18, 2)) as discount_amount,
         cast(purchase_stats.discounted_orders_share as double) as discounted_orders_share,
@@ -80,7 +80,7 @@ final as (
         cast(coalesce(channel_mix.channels_count, 0) as {{ dbt.type_int() }}) as channels_count,
         coalesce(channel_mix.is_omni_channel, false) as is_omni_channel,
         {%- for channel in channels %}
-        cast(channel_mix.{{ channel }}_orders_share as double) as {{ channel }}_orders_share,
+            cast(channel_mix.{{ channel }}_orders_share as double) as {{ channel }}_orders_share,
         {%- endfor %}
         {{ cw_as_text('favourite_categories.favourite_category') }} as favourite_category,
         cast(coalesce(survey_answers.survey_responses_count, 0) as {{ dbt.type_int() }})

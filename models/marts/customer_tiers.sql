@@ -83,10 +83,10 @@ strategy_matches as (
     from segmented
     inner join marketing_strategies
         on segmented.lifecycle_stage = marketing_strategies.lifecycle_stage
-        and (
-            segmented.value_tier = marketing_strategies.value_tier
-            or marketing_strategies.value_tier = 'any'
-        )
+            and (
+                segmented.value_tier = marketing_strategies.value_tier
+                or marketing_strategies.value_tier = 'any'
+            )
 ),
 
 final as (
@@ -130,7 +130,7 @@ final as (
     from segmented
     left join strategy_matches
         on segmented.customer_id = strategy_matches.customer_id
-        and strategy_matches.match_order = 1
+            and strategy_matches.match_order = 1
 )
 
 select * from final

@@ -34,21 +34,21 @@ customer_segments as (
 ),
 
 unpivoted as (
-    {%- for dimension in ['value_tier', 'membership_level', 'lifecycle_stage', 'region'] %}
-    select
-        '{{ dimension }}' as dimension,
-        {{ dimension }} as segment,
-        customer_id,
-        as_of_date,
-        revenue,
-        orders_count,
-        has_purchased,
-        nps_category
-    from customer_segments
-    {%- if not loop.last %}
-    union all
-    {%- endif %}
-    {%- endfor %}
+    {% for dimension in ['value_tier', 'membership_level', 'lifecycle_stage', 'region'] -%}
+        {% if not loop.first -%}
+            union all
+        {% endif -%}
+        select
+            '{{ dimension }}' as dimension,
+            {{ dimension }} as segment,
+            customer_id,
+            as_of_date,
+            revenue,
+            orders_count,
+            has_purchased,
+            nps_category
+        from customer_segments
+    {% endfor %}
 ),
 
 segment_totals as (
@@ -85,38 +85,26 @@ final as (
         segment_totals.as_of_date,
         cast(segment_totals.customers as {{ dbt.type_int() }}) as customers,
         cast(segment_totals.buyers as {{ dbt.type_int() }}) as buyers,
-        cast(
-            1.0 * segment_totals.customers / dimension_totals.dimension_customers as double
-        ) as customer_share,
+        cast(segment_totals.customers as double) / dimension_totals.dimension_customers
+            as customer_share,
         cast(segment_totals.revenue as decimal(18, 2)) as revenue,
-        cast(
-            case
-                when dimension_totals.dimension_revenue > 0
-                    then segment_totals.revenue / dimension_totals.dimension_revenue
-                else 0
-            end as double
-        ) as revenue_share,
+        case
+            when dimension_totals.dimension_revenue > 0
+                then cast(segment_totals.revenue as double)
+                    / cast(dimension_totals.dimension_revenue as double)
+            else cast(0 as double)
+        end as revenue_share,
         cast(segment_totals.orders_count as {{ dbt.type_int() }}) as orders_count,
-        cast(
-            case
-                when segment_totals.orders_count > 0
-                    then segment_totals.revenue / segment_totals.orders_count
-            end as decimal(18, 2)
-        ) as average_order_value,
-        cast(
-            case
-                when segment_totals.buyers > 0
-                    then segment_totals.revenue / segment_totals.buyers
-            end as decimal(18, 2)
-        ) as revenue_per_buyer,
+        {{ cw_divide_money('segment_totals.revenue', 'segment_totals.orders_count') }}
+            as average_order_value,
+        {{ cw_divide_money('segment_totals.revenue', 'segment_totals.buyers') }}
+            as revenue_per_buyer,
         cast(segment_totals.nps_respondents as {{ dbt.type_int() }}) as nps_respondents,
-        cast(
-            case
-                when segment_totals.nps_respondents > 0
-                    then 100.0 * (segment_totals.promoters - segment_totals.detractors)
+        case
+            when segment_totals.nps_respondents > 0
+                then cast(100 * (segment_totals.promoters - segment_totals.detractors) as double)
                     / segment_totals.nps_respondents
-            end as double
-        ) as nps
+        end as nps
     from segment_totals
     inner join dimension_totals
         on segment_totals.dimension = dimension_totals.dimension

@@ -18,6 +18,7 @@ import csv
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,33 +101,39 @@ def builds(tmp_path_factory) -> Iterator[Builds]:
     raw_dir = work / "raw"
     demo_orders, demo_customers = _make_raw_dir(raw_dir)
 
-    # DuckDB: surveys ingested first (build_warehouse loads the shop files and runs dbt build).
+    # Surveys are ingested by Python into DuckDB (build_warehouse then loads the shop files and
+    # runs dbt build); Spark gets the same raw.survey_responses rows, read here before the
+    # DuckDB build locks the file.
     duck_dir = work / "duckdb"
     duck_dir.mkdir()
     with duckdb.connect(str(duck_dir / "warehouse.duckdb")) as con:
         report = surveys.ingest_surveys(con, raw_dir / "surveys")
     assert report.rows_accepted > 0, "the demo data should carry survey responses"
-    duck = build_warehouse(raw_dir, duck_dir)
+    survey_rows = sw.read_duckdb_table(duck_dir / "warehouse.duckdb", "raw.survey_responses")
 
-    spark = sw.start_spark(work / "spark")
-    try:
-        raw_rows = sw.load_raw_into_spark(spark, raw_dir)
-        sw.copy_duckdb_table_to_spark(spark, duck.path, "raw.survey_responses")
-        started = time.perf_counter()
-        run = sw.run_dbt_in_process(["build"], work / "spark")
-        elapsed = time.perf_counter() - started
-        yield Builds(
-            raw_dir=raw_dir,
-            demo_order_rows=demo_orders,
-            demo_customer_rows=demo_customers,
-            duck=duck,
-            spark=spark,
-            spark_run=run,
-            spark_seconds=elapsed,
-            raw_rows_spark=raw_rows,
-        )
-    finally:
-        spark.stop()
+    # The DuckDB build (a dbt subprocess) runs while Spark starts and builds in this process.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        duck_future = pool.submit(build_warehouse, raw_dir, duck_dir)
+        spark = sw.start_spark(work / "spark")
+        try:
+            raw_rows = sw.load_raw_into_spark(spark, raw_dir)
+            sw.write_table_to_spark(spark, survey_rows)
+            started = time.perf_counter()
+            run = sw.run_dbt_in_process(["build"], work / "spark")
+            elapsed = time.perf_counter() - started
+            duck = duck_future.result()
+            yield Builds(
+                raw_dir=raw_dir,
+                demo_order_rows=demo_orders,
+                demo_customer_rows=demo_customers,
+                duck=duck,
+                spark=spark,
+                spark_run=run,
+                spark_seconds=elapsed,
+                raw_rows_spark=raw_rows,
+            )
+        finally:
+            spark.stop()
 
 
 def _duck_statuses(duck: Warehouse) -> dict[str, str]:
@@ -161,7 +168,9 @@ def test_spark_builds_every_node_duckdb_builds_except_the_listed_ones(builds: Bu
     assert not unexplained, f"built on DuckDB but not on Spark, with no reason: {unexplained}"
     assert not spark_nodes - duck_nodes, "Spark built nodes DuckDB did not"
     for uid in NOT_ON_SPARK:
-        assert uid in duck_nodes, f"{uid} is listed as excluded on Spark but DuckDB has no such node"
+        assert uid in duck_nodes, (
+            f"{uid} is listed as excluded on Spark but DuckDB has no such node"
+        )
         assert uid not in spark_nodes
 
 
@@ -172,7 +181,9 @@ def test_raw_tables_match_the_duckdb_loader(builds: Builds) -> None:
             duck_columns = [r[0] for r in con.execute(f"describe {table}").fetchall()]
             spark_columns = builds.spark.table(table).columns
             if duck_columns != spark_columns:
-                problems.append(f"{table}: columns {spark_columns} on Spark, {duck_columns} on DuckDB")
+                problems.append(
+                    f"{table}: columns {spark_columns} on Spark, {duck_columns} on DuckDB"
+                )
                 continue
             left = sw.normalize_rows(sw.spark_rows(builds.spark, table, spark_columns))
             right = sw.normalize_rows(sw.duckdb_rows(con, table, duck_columns))
@@ -196,11 +207,14 @@ def test_quarantine_fixture_gets_its_reasons_on_spark(builds: Builds) -> None:
         fixture = list(csv.DictReader(handle))
     offset = builds.demo_order_rows
     expected = {
-        offset + i + 1: row["expected_reason"] for i, row in enumerate(fixture) if row["expected_reason"]
+        offset + i + 1: row["expected_reason"]
+        for i, row in enumerate(fixture)
+        if row["expected_reason"]
     }
     rejected = dict(
         builds.spark.sql(
-            f"select source_row, reject_reason from staging.order_rejects where source_row > {offset}"
+            "select source_row, reject_reason from staging.order_rejects "
+            f"where source_row > {offset}"
         ).collect()
     )
     assert rejected == expected
@@ -237,7 +251,9 @@ def _compare_schema(builds: Builds, schema: str) -> tuple[list[str], list[str]]:
             duck_columns = [r[0] for r in con.execute(f"describe {table}").fetchall()]
             spark_columns = builds.spark.table(table).columns
             if duck_columns != spark_columns:
-                problems.append(f"{table}: columns differ: Spark {spark_columns}, DuckDB {duck_columns}")
+                problems.append(
+                    f"{table}: columns differ: Spark {spark_columns}, DuckDB {duck_columns}"
+                )
                 continue
             columns = [c for c in duck_columns if c not in RUN_TIME_COLUMNS.get(table, set())]
             left = sw.normalize_rows(sw.spark_rows(builds.spark, table, columns))
@@ -261,7 +277,8 @@ def test_customer_tiers_and_features_cover_hundreds_of_customers(builds: Builds)
     customers = spark.sql("select count(*) from marts.customer_features").collect()[0][0]
     assert customers >= DEMO_CUSTOMERS * 0.8
     tiers = spark.sql(
-        "select count(distinct value_tier), count(distinct lifecycle_stage) from marts.customer_tiers"
+        "select count(distinct value_tier), count(distinct lifecycle_stage) "
+        "from marts.customer_tiers"
     ).collect()[0]
     assert tiers[0] >= 3 and tiers[1] >= 3
 

@@ -18,6 +18,7 @@ A successful invocation's artifact folder (``<target>/<op>-<run>-<id>/``) is rem
 one is kept for its ``dbt.log`` and ``run_results.json``.
 """
 
+import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -70,7 +71,10 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
     def dbt_models(
         context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
     ):
-        warehouse.settings()  # an invalid CW_* variable fails here, with its fix, not in dbt
+        # An invalid CW_* variable fails here, with its fix. dbt inherits this process's
+        # environment: give it the checked values (absolute paths), the ones the Python assets
+        # use, so a relative CW_WAREHOUSE_PATH cannot point dbt at another file.
+        os.environ.update(warehouse.settings().dbt_env)
         invocation = dbt.cli(["build"], context=context, raise_on_error=False)
         events = list(invocation.stream())
         error = invocation.get_error()

@@ -37,13 +37,16 @@ recounted as (
     cross join settings
     left join orders as earlier
         on this_order.customer_id = earlier.customer_id
-        and earlier.is_purchase
-        and (
-            earlier.ordered_at < this_order.ordered_at
-            or (earlier.ordered_at = this_order.ordered_at and earlier.order_id < this_order.order_id)
-        )
-        and {{ cw_add_months('earlier.ordered_date', 'settings.window_months') }}
-        > this_order.ordered_date
+            and earlier.is_purchase
+            and (
+                this_order.ordered_at > earlier.ordered_at
+                or (
+                    this_order.ordered_at = earlier.ordered_at
+                    and this_order.order_id > earlier.order_id
+                )
+            )
+            and {{ cw_add_months('earlier.ordered_date', 'settings.window_months') }}
+            > this_order.ordered_date
     group by this_order.order_id
 ),
 
@@ -54,7 +57,7 @@ recounted_levels as (
     from recounted
     inner join membership_levels
         on recounted.spend_before >= membership_levels.min_spend_12m
-        and recounted.orders_before >= membership_levels.min_orders_12m
+            and recounted.orders_before >= membership_levels.min_orders_12m
     group by recounted.order_id
 )
 

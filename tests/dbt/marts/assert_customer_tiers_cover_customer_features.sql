@@ -11,8 +11,10 @@ tiers as (
 
 select
     coalesce(features.customer_id, tiers.customer_id) as customer_id,
-    case when tiers.customer_id is null then 'missing in customer_tiers'
-        else 'missing in customer_features' end as problem
+    case
+        when tiers.customer_id is null then 'missing in customer_tiers'
+        else 'missing in customer_features'
+    end as problem
 from features
 full outer join tiers
     on features.customer_id = tiers.customer_id

@@ -22,14 +22,7 @@
     {%- endfor %}
 {%- endif %}
 
-{%- if offenders %}
-    {%- for offender in offenders %}
-select '{{ offender }}' as personal_data_column
-        {%- if not loop.last %}
-union all
-        {%- endif %}
-    {%- endfor %}
-{%- else %}
-select cast(null as {{ dbt.type_string() }}) as personal_data_column
-where 1 = 0
-{%- endif %}
+{%- set offender_list = offenders | join(', ') %}
+
+select '{{ offender_list }}' as personal_data_columns
+where '{{ offender_list }}' <> ''

@@ -1,0 +1,151 @@
+"""`make dev`'s command for real: `dagster dev` (webserver + daemon; the code location comes
+from pyproject.toml's [tool.dagster]) on the loopback address with a temporary DAGSTER_HOME
+lists the whole asset graph, the schedule and the sensor, and its daemons report healthy.
+Every wait is bounded and the processes are always stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import FIXTURES, PROJECT_DIR
+
+STARTUP_TIMEOUT_S = 300
+DAEMON_TIMEOUT_S = 180
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _wait_for(
+    what: str, probe: Callable[[], Any], timeout: float, server: subprocess.Popen, log: Path
+) -> Any:
+    """Call `probe` until it returns something truthy; fail with the log on timeout or exit."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"dagster dev exited ({server.returncode}):\n{log.read_text()[-4000:]}")
+        try:
+            value = probe()
+        except (urllib.error.URLError, ConnectionError, TimeoutError, KeyError, TypeError):
+            value = None
+        if value:
+            return value
+        time.sleep(2)
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture
+def dagster_dev(tmp_path) -> Iterator[tuple[int, subprocess.Popen, Path]]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_DIR / "orchestration" / "dagster.yaml", home / "dagster.yaml")
+    raw = tmp_path / "raw"  # no surveys/ folder: the sensor has nothing to start
+    shutil.copytree(FIXTURES / "minimal", raw)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CW_", "DBT_", "DAGSTER_"))}
+    env.update(
+        DAGSTER_HOME=str(home),
+        CW_RAW_DIR=str(raw),
+        CW_WAREHOUSE_PATH=str(tmp_path / "warehouse.duckdb"),
+        DBT_TARGET_PATH=str(tmp_path / "target"),
+        DBT_LOG_PATH=str(tmp_path / "logs"),
+        DBT_PROFILES_DIR=str(PROJECT_DIR),
+    )
+    port = _free_port()
+    log = tmp_path / "dagster_dev.log"
+    dagster = str(Path(sys.executable).parent / "dagster")
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [dagster, "dev", "-h", "127.0.0.1", "-p", str(port)],  # as `make dev`
+            cwd=PROJECT_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: webserver, daemon, code servers
+        )  # fmt: skip
+    try:
+        yield port, server, log
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=30)
+        # Children that outlived `dagster dev` (code servers) are in the same group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_dagster_dev_serves_the_graph_schedule_and_sensor(dagster_dev):
+    port, server, log = dagster_dev
+
+    def asset_keys() -> set[str]:
+        nodes = _graphql(port, "{ assetNodes { assetKey { path } } }")["data"]["assetNodes"]
+        return {"/".join(node["assetKey"]["path"]) for node in nodes}
+
+    keys = _wait_for("the asset graph", asset_keys, STARTUP_TIMEOUT_S, server, log)
+    assert {
+        "raw/orders",
+        "raw/survey_responses",
+        "staging/stg_shop__orders",
+        "marts/customer_tiers",
+        "marts/loyalty_balances",
+        "marts/customer_predictions",
+        "reports/tier_report",
+    } <= keys
+
+    repos = _graphql(
+        port,
+        "{ repositoriesOrError { ... on RepositoryConnection { nodes { "
+        "schedules { name scheduleState { status } } sensors { name sensorState { status } } "
+        "} } } }",
+    )["data"]["repositoriesOrError"]["nodes"]
+    schedules = {s["name"]: s["scheduleState"]["status"] for r in repos for s in r["schedules"]}
+    sensors = {s["name"]: s["sensorState"]["status"] for r in repos for s in r["sensors"]}
+    assert schedules == {"daily_refresh": "RUNNING"}
+    assert sensors == {"new_survey_files": "RUNNING"}
+
+    def daemons_healthy() -> bool:
+        statuses = _graphql(
+            port,
+            "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }",
+        )["data"]["instance"]["daemonHealth"]["allDaemonStatuses"]
+        needed = {s["daemonType"]: s["healthy"] for s in statuses if s["required"]}
+        return {"SCHEDULER", "SENSOR"} <= set(needed) and all(needed.values())
+
+    _wait_for(
+        "healthy scheduler and sensor daemons", daemons_healthy, DAEMON_TIMEOUT_S, server, log
+    )
+    locations = _graphql(
+        port, "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
+    )["data"]["workspaceOrError"]["locationEntries"]
+    assert [entry["name"] for entry in locations] == ["customer_warehouse"]
+    assert "127.0.0.1" in log.read_text()
