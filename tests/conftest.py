@@ -57,20 +57,29 @@ def dbt_env(warehouse_path: Path, work_dir: Path, raw_dir: Path, **extra: str) -
     return env
 
 
-def run_dbt(args: list[str], env: dict[str, str], *, check: bool = True
-            ) -> subprocess.CompletedProcess:
+def run_dbt(
+    args: list[str], env: dict[str, str], *, check: bool = True
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [DBT, *args], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=1800
     )
     if check and proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-60:])
-        raise AssertionError(f"dbt {' '.join(args)} failed ({proc.returncode}):\n{tail}\n"
-                             f"{proc.stderr[-2000:]}")
+        raise AssertionError(
+            f"dbt {' '.join(args)} failed ({proc.returncode}):\n{tail}\n{proc.stderr[-2000:]}"
+        )
     return proc
 
 
-def build_warehouse(raw_dir: Path, work_dir: Path, *, select: str | None = None,
-                    as_of_date: str = "", check: bool = True, full: bool = True) -> Warehouse:
+def build_warehouse(
+    raw_dir: Path,
+    work_dir: Path,
+    *,
+    select: str | None = None,
+    as_of_date: str = "",
+    check: bool = True,
+    full: bool = True,
+) -> Warehouse:
     """Load `raw_dir` and run `dbt build` (seeds, models, tests; optionally a selection)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     path = work_dir / "warehouse.duckdb"

@@ -15,8 +15,11 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 def test_explicit_settings_are_used(tmp_path):
     settings = load_settings(
-        {"CW_RAW_DIR": str(tmp_path), "CW_WAREHOUSE_PATH": str(tmp_path / "w.duckdb"),
-         "CW_AS_OF_DATE": "2025-06-30"}
+        {
+            "CW_RAW_DIR": str(tmp_path),
+            "CW_WAREHOUSE_PATH": str(tmp_path / "w.duckdb"),
+            "CW_AS_OF_DATE": "2025-06-30",
+        }
     )
     assert settings.raw_dir == tmp_path.resolve()
     assert settings.warehouse_path == (tmp_path / "w.duckdb").resolve()
@@ -46,14 +49,22 @@ def test_warehouse_path_must_be_a_file_in_an_existing_folder(tmp_path):
     with pytest.raises(ConfigError, match="CW_WAREHOUSE_PATH"):
         load_settings({"CW_RAW_DIR": str(tmp_path), "CW_WAREHOUSE_PATH": str(tmp_path)})
     with pytest.raises(ConfigError, match="does not exist"):
-        load_settings({"CW_RAW_DIR": str(tmp_path),
-                       "CW_WAREHOUSE_PATH": str(tmp_path / "missing" / "w.duckdb")})
+        load_settings(
+            {
+                "CW_RAW_DIR": str(tmp_path),
+                "CW_WAREHOUSE_PATH": str(tmp_path / "missing" / "w.duckdb"),
+            }
+        )
 
 
 def _make_config(env: dict[str, str]) -> dict[str, str]:
     out = subprocess.run(
-        ["make", "--no-print-directory", "-s", "config"], cwd=PROJECT_DIR, env=env,
-        capture_output=True, text=True, check=True,
+        ["make", "--no-print-directory", "-s", "config"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return dict(line.split("=", 1) for line in out.strip().splitlines())
 
@@ -66,8 +77,15 @@ def test_makefile_lets_the_caller_win(tmp_path):
     assert defaults["CW_RAW_DIR"] == str(PROJECT_DIR / "data" / "demo")
     assert defaults["CW_WAREHOUSE_PATH"] == str(PROJECT_DIR / "data" / "warehouse.duckdb")
     chosen = _make_config(
-        base | {"CW_RAW_DIR": str(tmp_path), "CW_WAREHOUSE_PATH": "/tmp/x.duckdb",
-                "CW_AS_OF_DATE": "2024-12-31"}
+        base
+        | {
+            "CW_RAW_DIR": str(tmp_path),
+            "CW_WAREHOUSE_PATH": "/tmp/x.duckdb",
+            "CW_AS_OF_DATE": "2024-12-31",
+        }
     )
-    assert chosen == {"CW_RAW_DIR": str(tmp_path), "CW_WAREHOUSE_PATH": "/tmp/x.duckdb",
-                      "CW_AS_OF_DATE": "2024-12-31"}
+    assert chosen == {
+        "CW_RAW_DIR": str(tmp_path),
+        "CW_WAREHOUSE_PATH": "/tmp/x.duckdb",
+        "CW_AS_OF_DATE": "2024-12-31",
+    }

@@ -73,11 +73,12 @@ def test_reload_is_idempotent(tmp_path):
 def test_parquet_loads_like_csv(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
+    source = FIXTURES / "minimal" / "orders.csv"
     with duckdb.connect() as con:
         con.execute(
             f"copy (select order_id, customer_id, cast(ordered_at as varchar) as ordered_at, "
-            f"cast(amount as double) as amount from read_csv('{FIXTURES / 'minimal' / 'orders.csv'}'"
-            f", all_varchar = true)) to '{raw / 'orders.parquet'}' (format parquet)"
+            f"cast(amount as double) as amount from read_csv('{source}', all_varchar = true)) "
+            f"to '{raw / 'orders.parquet'}' (format parquet)"
         )
     _load(raw, tmp_path / "p.duckdb")
     _load(FIXTURES / "minimal", tmp_path / "c.duckdb")
@@ -91,18 +92,29 @@ def _write(path, text, encoding="utf-8"):
 @pytest.mark.parametrize(
     ("content", "encoding", "expected"),
     [
-        ("order_id,customer_id,amount\n1,c1,10\n", "utf-8", "missing required column(s) ordered_at"),
-        ("order_id;customer_id;ordered_at;amount\n1;c1;2025-01-01;10\n", "utf-8",
-         "semicolon-delimited"),
+        (
+            "order_id,customer_id,amount\n1,c1,10\n",
+            "utf-8",
+            "missing required column(s) ordered_at",
+        ),
+        (
+            "order_id;customer_id;ordered_at;amount\n1;c1;2025-01-01;10\n",
+            "utf-8",
+            "semicolon-delimited",
+        ),
         ("order_id,customer_id,ordered_at,amount\n1,张三,2025-01-01,10\n", "gbk", "not UTF-8"),
-        ("order_id,customer_id,ordered_at,amount\n1,c1,2025-01-01,10,extra,fields\n", "utf-8",
-         "could not be read"),
+        (
+            "order_id,customer_id,ordered_at,amount\n1,c1,2025-01-01,10,extra,fields\n",
+            "utf-8",
+            "could not be read",
+        ),
         ("order_id,order_id,customer_id,ordered_at,amount\n", "utf-8", "more than once"),
     ],
     ids=["missing-column", "wrong-delimiter", "not-utf8", "ragged-row", "duplicate-header"],
 )
-def test_structurally_broken_file_stops_with_file_name_and_fix(tmp_path, content, encoding,
-                                                               expected):
+def test_structurally_broken_file_stops_with_file_name_and_fix(
+    tmp_path, content, encoding, expected
+):
     raw = tmp_path / "raw"
     raw.mkdir()
     _write(raw / "orders.csv", content, encoding)

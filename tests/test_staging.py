@@ -73,7 +73,9 @@ def test_customers_are_standardized_and_bad_ones_quarantined(quarantine_warehous
     assert customers["c3"][:2] == ("Heilongjiang", "Northeast")
     assert customers["c4"][1] == "Unmapped"
     assert [c[4] for c in (customers["c1"], customers["c2"], customers["c3"])] == [
-        True, False, True
+        True,
+        False,
+        True,
     ]
     rejects = sorted(
         quarantine_warehouse.query(
@@ -81,14 +83,16 @@ def test_customers_are_standardized_and_bad_ones_quarantined(quarantine_warehous
         )
     )
     assert rejects == [
-        ("", "missing_customer_id"), ("c3", "exact_duplicate"),
+        ("", "missing_customer_id"),
+        ("c3", "exact_duplicate"),
         ("c5", "unparseable_signed_up_at"),
     ]
 
 
 def test_as_of_date_defaults_to_the_last_accepted_order(quarantine_warehouse):
-    row = quarantine_warehouse.query("select as_of_date, as_of_date_source from "
-                                     "intermediate.int_as_of_date")[0]
+    row = quarantine_warehouse.query(
+        "select as_of_date, as_of_date_source from intermediate.int_as_of_date"
+    )[0]
     assert str(row[0]) == "2025-01-11" and row[1] == "last_order_date"
 
 
@@ -122,8 +126,9 @@ def test_minimal_contract_builds_in_both_formats(tmp_path, fmt):
                 f"to '{raw / 'orders.parquet'}' (format parquet)"
             )
     wh = build_warehouse(raw, tmp_path, select=STAGING_SELECTION)
-    rows = wh.query("select order_id, ordered_at, amount from staging.stg_shop__orders "
-                    "order by order_id")
+    rows = wh.query(
+        "select order_id, ordered_at, amount from staging.stg_shop__orders order by order_id"
+    )
     assert [r[0] for r in rows] == ["A1", "A2", "A3", "A4", "A5", "A6"]
     assert rows[3][1] == datetime(2025, 3, 1, 1, 0)  # 09:00+08:00
     assert wh.scalar("select count(*) from staging.order_rejects") == 0
