@@ -74,7 +74,7 @@ run: ensure-raw-data dagster-home  ## install, generate demo data if needed, bui
 	$(DAGSTER) job execute -m $(DAGSTER_MODULE) -j full_refresh $(if $(RUN_CONFIG),-c $(RUN_CONFIG))
 
 # `dagster dev` reads [tool.dagster] in pyproject.toml: code location `customer_warehouse`.
-dev: ensure-raw-data dagster-home  ## Dagster UI + daemon (schedule, sensor) on http://$(DAGSTER_HOST):$(DAGSTER_PORT)
+dev: ensure-raw-data dagster-home  ## Dagster UI + daemon (schedule, sensor) on http://127.0.0.1:3000 (DAGSTER_HOST/_PORT)
 	@mkdir -p $(dir $(CW_WAREHOUSE_PATH))
 	$(DAGSTER) dev -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 
