@@ -23,7 +23,7 @@ DEMO_FORMAT ?= csv
 # Tests: extra pytest arguments, e.g. make test PYTEST_ARGS="-k staging"
 PYTEST_ARGS ?=
 
-.PHONY: config help install lock ensure-raw-data demo-data load dbt-build run test lint format docs bench dev clean
+.PHONY: backfill report config help install lock ensure-raw-data demo-data load dbt-build run test lint format docs bench dev clean
 
 config:  ## print the effective configuration (environment wins over defaults)
 	@echo "CW_RAW_DIR=$(CW_RAW_DIR)"
@@ -96,6 +96,15 @@ dagster-validate: install  ## check that the Dagster definitions load (runs dbt 
 dagster-materialize: ensure-raw-data dagster-home  ## materialize a selection, e.g. SELECT='raw/survey_responses*'
 	@mkdir -p $(dir $(CW_WAREHOUSE_PATH))
 	$(DAGSTER) asset materialize -m $(DAGSTER_MODULE) --select '$(SELECT)'
+
+BACKFILL_START ?=
+BACKFILL_EVERY ?= month
+backfill: install  ## rebuild tier history for past as-of dates: make backfill BACKFILL_START=2024-01-01
+	@test -n "$(BACKFILL_START)" || { echo "set BACKFILL_START=YYYY-MM-DD (first as-of date to replay)"; exit 2; }
+	$(BIN)/python -m customer_warehouse.backfill --start $(BACKFILL_START) --every $(BACKFILL_EVERY)
+
+report: install  ## tier report with charts from the marts into reports/tier_report.html
+	$(BIN)/python -m customer_warehouse.tier_report --out reports/tier_report.html
 
 test: install  ## install and run the whole suite (pytest; it runs dbt build and the linters)
 	$(BIN)/pytest $(PYTEST_ARGS)

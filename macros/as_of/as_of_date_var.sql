@@ -7,7 +7,7 @@
     {%- set from_vars = var('as_of_date', '') | string | trim -%}
     {%- set value = from_vars if from_vars not in ('', 'None') else (env_var('CW_AS_OF_DATE', '') | trim) -%}
     {%- if value != '' -%}
-        {%- set match = modules.re.match('^(\d{4})-(\d{2})-(\d{2})$', value) -%}
+        {%- set match = modules.re.match('^([0-9]{4})-([0-9]{2})-([0-9]{2})$', value) -%}
         {%- if not match
               or (match.group(2) | int) < 1 or (match.group(2) | int) > 12
               or (match.group(3) | int) < 1 or (match.group(3) | int) > 31 -%}

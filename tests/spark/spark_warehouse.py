@@ -246,7 +246,18 @@ def run_dbt_in_process(args: Sequence[str], work_dir: Path) -> DbtRun:
         "--log-path",
         str(work_dir / "logs"),
     ]
-    result = dbtRunner().invoke(full_args)
+    # Like tests/conftest.dbt_env: the caller's CW_* / DBT_* settings (CW_AS_OF_DATE, a target
+    # path, ...) must not leak into a build that is compared with a clean DuckDB build.
+    saved = {k: v for k, v in os.environ.items() if k.startswith(("CW_", "DBT_"))}
+    try:
+        for key in saved:
+            del os.environ[key]
+        os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+        result = dbtRunner().invoke(full_args)
+    finally:
+        for key in [k for k in os.environ if k.startswith(("CW_", "DBT_"))]:
+            del os.environ[key]
+        os.environ.update(saved)
     run = DbtRun(success=bool(result.success), exception=result.exception)
     for node_result in getattr(result.result, "results", None) or []:
         uid = node_result.node.unique_id
@@ -278,19 +289,55 @@ def normalize_rows(rows: Iterable[Sequence[Any]], float_digits: int = 6) -> Coun
     return Counter(tuple(_normalize(v, float_digits) for v in row) for row in rows)
 
 
-def spark_rows(spark, table: str, columns: Sequence[str]) -> list[tuple]:
-    """Rows of a Spark table; timestamps read as UTC wall-clock (timestamp_ntz) values."""
+def spark_rows(spark, table: str, columns: Sequence[str], date_only: Iterable[str] = ()) -> list:
+    """Rows of a Spark table; timestamps read as UTC wall-clock (timestamp_ntz) values, and the
+    `date_only` columns as their date."""
     types = dict(spark.table(table).dtypes)
+    date_only = set(date_only)
     select = ", ".join(
-        f"cast(`{c}` as timestamp_ntz) as `{c}`" if types[c] == "timestamp" else f"`{c}`"
+        f"cast(`{c}` as date) as `{c}`"
+        if c in date_only
+        else f"cast(`{c}` as timestamp_ntz) as `{c}`"
+        if types[c] == "timestamp"
+        else f"`{c}`"
         for c in columns
     )
     return [tuple(row) for row in spark.sql(f"select {select} from {table}").collect()]
 
 
-def duckdb_rows(con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str]) -> list:
-    select = ", ".join(f'"{c}"' for c in columns)
+def duckdb_rows(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: Sequence[str],
+    date_only: Iterable[str] = (),
+) -> list:
+    date_only = set(date_only)
+    select = ", ".join(
+        f'cast("{c}" as date) as "{c}"' if c in date_only else f'"{c}"' for c in columns
+    )
     return con.execute(f"select {select} from {table}").fetchall()
+
+
+_INTEGER_TYPES = {"tinyint", "smallint", "int", "integer", "bigint", "hugeint", "long", "short"}
+
+
+def type_family(type_name: str) -> str:
+    """What a column type means, engine-neutral: integer widths differ between the engines
+    (DuckDB sums integers to HUGEINT, Spark's row_number is INT) and do not matter here; a
+    decimal's scale does (it is the number of cents), its precision does not."""
+    name = type_name.strip().lower()
+    if name.startswith("decimal"):
+        scale = name.split(",")[1].rstrip(")").strip() if "," in name else "0"
+        return f"decimal(scale {scale})"
+    if name in _INTEGER_TYPES:
+        return "integer"
+    if name in ("varchar", "string", "text") or name.startswith("varchar"):
+        return "string"
+    if name in ("double", "float", "real"):
+        return "floating"
+    if name in ("timestamp", "timestamp_ntz"):
+        return "timestamp"
+    return name
 
 
 def describe_difference(left: Counter, right: Counter, limit: int = 5) -> str:
