@@ -12,12 +12,12 @@ with
 
 counts as (
     {% for source_name, accepted, rejected in pairs %}
-    select
-        '{{ source_name }}' as source_name,
-        (select count(*) from {{ source('shop', source_name) }}) as raw_rows,
-        (select count(*) from {{ ref(accepted) }}) as accepted_rows,
-        (select count(*) from {{ ref(rejected) }}) as rejected_rows
-    {% if not loop.last %}union all{% endif %}
+        select
+            '{{ source_name }}' as source_name,
+            (select count(*) from {{ source('shop', source_name) }}) as raw_rows,
+            (select count(*) from {{ ref(accepted) }}) as accepted_rows,
+            (select count(*) from {{ ref(rejected) }}) as rejected_rows
+        {% if not loop.last %}union all{% endif %}
     {% endfor %}
 ),
 
