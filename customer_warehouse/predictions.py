@@ -242,9 +242,9 @@ def read_customer_features(con: Any, table: str = "marts.customer_features") -> 
 
     Always returns days: the time unit is applied by the fit and scoring functions, so passing
     this frame to ``run_predictions(..., time_unit="week")`` converts exactly once. Rows without
-    a tenure (prospects who never bought, if the mart carries them) are skipped: the models only
-    describe customers after their first purchase. The contract is checked
-    (``prepare_features``).
+    a first purchase (prospects who never bought: the mart carries them with zero counts) are
+    skipped: the models only describe customers after their first purchase. The contract is
+    checked (``prepare_features``).
     """
     sql = f"""
         select
@@ -254,7 +254,7 @@ def read_customer_features(con: Any, table: str = "marts.customer_features") -> 
             cast(tenure_days as double) as "T",
             cast(coalesce(avg_repeat_purchase_day_value, 0) as double) as monetary_value
         from {table}
-        where tenure_days is not null and frequency is not null
+        where first_purchase_date is not null
         order by customer_id
     """
     return prepare_features(con.execute(sql).df(), time_unit="day")

@@ -448,9 +448,8 @@ def test_full_graph_row_counts(full_build, demo_dir):
         assert count("marts.customer_tiers") >= customers * 0.9
         assert count("marts.loyalty_balances") > 0
         assert count("marts.loyalty_points_ledger") > count("marts.loyalty_balances")
-        buyers = count(
-            "marts.customer_features where tenure_days is not null and frequency is not null"
-        )
+        buyers = count("marts.customer_features where has_purchased")
+        assert buyers < count("marts.customer_features")  # prospects get no prediction
         assert count("marts.customer_predictions") == buyers
         assert count("marts.clv_model_params") == 7  # r, alpha, a, b; p, q, v
         assert count("marts.prediction_backtest") > 0

@@ -658,10 +658,11 @@ def test_read_customer_features_from_the_mart():
     con.execute("create schema marts")
     con.execute("""
         create table marts.customer_features as select * from (values
-            ('c1', 0, 0, 10, null),
-            ('c2', 3, 70, 140, 25.0),
-            ('prospect', null, null, null, null)
-        ) t(customer_id, frequency, recency_days, tenure_days, avg_repeat_purchase_day_value)
+            ('c1', date '2025-01-01', 0, 0, 10, null),
+            ('c2', date '2024-08-01', 3, 70, 140, 25.0),
+            ('prospect', null, 0, 0, 0, 0)
+        ) t(customer_id, first_purchase_date, frequency, recency_days, tenure_days,
+            avg_repeat_purchase_day_value)
     """)
     day = P.read_customer_features(con)
     assert day["customer_id"].tolist() == ["c1", "c2"]
