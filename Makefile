@@ -106,8 +106,9 @@ backfill: install  ## rebuild tier history for past as-of dates: make backfill B
 report: install  ## tier report with charts from the marts into reports/tier_report.html
 	$(BIN)/python -m customer_warehouse.tier_report --out reports/tier_report.html
 
-test: install  ## install and run the whole suite (pytest; it runs dbt build and the linters)
-	$(BIN)/pytest $(PYTEST_ARGS)
+PYTEST_WORKERS ?= 2
+test: install  ## install and run the whole suite (pytest; it runs dbt build, Spark and the linters)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=10 $(PYTEST_ARGS)
 
 lint: install  ## sqlfluff + ruff
 	$(BIN)/ruff check .
