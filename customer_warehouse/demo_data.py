@@ -91,6 +91,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from customer_warehouse.raw_load import SOURCES_BY_NAME
+
 # --------------------------------------------------------------------------------------------
 # Parameters and constants
 # --------------------------------------------------------------------------------------------
@@ -374,33 +376,11 @@ COMMENTS = {
     ),
 }
 
-ORDER_COLUMNS = (
-    "order_id",
-    "customer_id",
-    "ordered_at",
-    "amount",
-    "currency",
-    "channel",
-    "status",
-    "status_changed_at",
-    "discount_amount",
-)
-CUSTOMER_COLUMNS = (
-    "customer_id",
-    "signed_up_at",
-    "birth_date",
-    "gender",
-    "country",
-    "province",
-    "city",
-    "email",
-    "phone",
-    "full_name",
-    "acquisition_channel",
-    "marketing_consent",
-)
-ITEM_COLUMNS = ("order_id", "product_id", "quantity", "unit_price")
-PRODUCT_COLUMNS = ("product_id", "product_name", "category")
+# The files follow the raw-data contract (customer_warehouse/raw_load.py) column for column.
+ORDER_COLUMNS = SOURCES_BY_NAME["orders"].columns
+CUSTOMER_COLUMNS = SOURCES_BY_NAME["customers"].columns
+ITEM_COLUMNS = SOURCES_BY_NAME["order_items"].columns
+PRODUCT_COLUMNS = SOURCES_BY_NAME["products"].columns
 REDEMPTION_COLUMNS = ("redemption_id", "customer_id", "redeemed_at", "points")
 SURVEY_COLUMNS = (
     "response_id",

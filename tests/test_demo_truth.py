@@ -8,7 +8,7 @@ import pytest
 
 from customer_warehouse import demo_data
 
-from .conftest import STAGING_SELECTION, Warehouse, build_warehouse
+from .conftest import STAGING_SELECTION, STAGING_SPLITS, Warehouse, build_warehouse
 
 
 @pytest.fixture(scope="module", params=["csv", "parquet"])
@@ -58,13 +58,7 @@ def test_customer_rejects_are_exactly_the_planted_rows(dirty_warehouse):
 
 
 def test_nothing_is_lost(dirty_warehouse):
-    for source, accepted, rejected in [
-        ("orders", "stg_shop__orders", "order_rejects"),
-        ("customers", "stg_shop__customers", "customer_rejects"),
-        ("order_items", "stg_shop__order_items", "order_item_rejects"),
-        ("products", "stg_shop__products", "product_rejects"),
-        ("redemptions", "stg_shop__redemptions", "redemption_rejects"),
-    ]:
+    for source, accepted, rejected in STAGING_SPLITS:
         raw = dirty_warehouse.scalar(f"select count(*) from raw.{source}")
         assert raw > 0, source
         ok = dirty_warehouse.scalar(f"select count(*) from staging.{accepted}")

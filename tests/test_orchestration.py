@@ -36,7 +36,7 @@ from orchestration.defs.resources import (
     is_lock_conflict,
 )
 
-from .conftest import PROJECT_DIR
+from .conftest import PROJECT_DIR, STAGING_SPLITS
 
 DEMO_CUSTOMERS = 1000
 DEMO_DIRTY_RATE = 0.01
@@ -429,13 +429,7 @@ def test_full_graph_row_counts(full_build, demo_dir):
                 table = ".".join(asset_key.path)
                 assert meta["dagster/row_count"].value == count(table), table
         # Raw = the files; staging = accepted + quarantined, per source.
-        for source, accepted, rejected in [
-            ("orders", "stg_shop__orders", "order_rejects"),
-            ("customers", "stg_shop__customers", "customer_rejects"),
-            ("order_items", "stg_shop__order_items", "order_item_rejects"),
-            ("products", "stg_shop__products", "product_rejects"),
-            ("redemptions", "stg_shop__redemptions", "redemption_rejects"),
-        ]:
+        for source, accepted, rejected in STAGING_SPLITS:
             assert count(f"raw.{source}") == _csv_rows(demo_dir / f"{source}.csv"), source
             assert count(f"raw.{source}") == count(f"staging.{accepted}") + count(
                 f"staging.{rejected}"

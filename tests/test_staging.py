@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from .conftest import FIXTURES, STAGING_SELECTION, build_warehouse, dbt_env, run_dbt
+from .conftest import FIXTURES, STAGING_SELECTION, STAGING_SPLITS, build_warehouse, dbt_env, run_dbt
 
 
 def _expected_reasons() -> dict[int, str]:
@@ -45,13 +45,7 @@ def test_good_rows_are_accepted_and_standardized(quarantine_warehouse):
 
 
 def test_raw_rows_equal_accepted_plus_rejected_for_every_source(quarantine_warehouse):
-    for source, accepted, rejected in [
-        ("orders", "stg_shop__orders", "order_rejects"),
-        ("customers", "stg_shop__customers", "customer_rejects"),
-        ("order_items", "stg_shop__order_items", "order_item_rejects"),
-        ("products", "stg_shop__products", "product_rejects"),
-        ("redemptions", "stg_shop__redemptions", "redemption_rejects"),
-    ]:
+    for source, accepted, rejected in STAGING_SPLITS:
         raw = quarantine_warehouse.scalar(f"select count(*) from raw.{source}")
         ok = quarantine_warehouse.scalar(f"select count(*) from staging.{accepted}")
         bad = quarantine_warehouse.scalar(f"select count(*) from staging.{rejected}")
