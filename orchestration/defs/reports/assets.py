@@ -37,9 +37,11 @@ def tier_report_html(
     context: dg.AssetExecutionContext, config: TierReportConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     out_path = Path(config.out_path) if config.out_path else tier_report.DEFAULT_OUT
-    with warehouse.connect(read_only=True) as con:
-        with fail_fast_on_data_errors("Writing the tier report"):
-            path = tier_report.build_report(con, out_path)
+    with (
+        warehouse.connect(read_only=True) as con,
+        fail_fast_on_data_errors("Writing the tier report"),
+    ):
+        path = tier_report.build_report(con, out_path)
     context.log.info(f"Tier report written to {path}")
     return dg.MaterializeResult(
         metadata={
