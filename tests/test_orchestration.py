@@ -536,6 +536,49 @@ def test_a_failing_blocking_check_stops_what_depends_on_it(defs, full_build, dem
     assert table_fingerprints(warehouse, python_tables) == before
 
 
+# Columns that record when a run happened, not what it computed.
+RUN_TIME_COLUMNS = {"computed_at", "ingested_at", "loaded_at"}
+
+
+def content_fingerprints(warehouse: Path) -> dict[str, tuple]:
+    """Row count and an order-independent hash of every table's content, per table."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        tables = con.execute(
+            "select table_schema || '.' || table_name from information_schema.tables "
+            "where table_schema in ('raw', 'staging', 'intermediate', 'marts', 'snapshots') "
+            "and table_type = 'BASE TABLE' order by 1"
+        ).fetchall()
+        out = {}
+        for (table,) in tables:
+            columns = [c[0] for c in con.execute(f"describe {table}").fetchall()]
+            kept = ", ".join(f'"{c}"' for c in columns if c not in RUN_TIME_COLUMNS)
+            out[table] = tuple(
+                con.execute(
+                    f"select count(*), sum(hash(t)) from (select {kept} from {table}) as t"
+                ).fetchall()[0]
+            )
+        return out
+
+
+@pytest.mark.slow
+def test_running_the_job_twice_gives_the_same_tables(defs, full_build, demo_dir, tmp_path):
+    """Reruns are idempotent: the same raw files and as-of date give the same content in every
+    table (the snapshot gets no new versions; only run timestamps differ)."""
+    _result, built = full_build
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(built, warehouse)
+    before = content_fingerprints(warehouse)
+    assert "marts.customer_tiers" in before and "snapshots.customer_tiers_snapshot" in before
+
+    result = run_job(defs, demo_dir, warehouse)
+
+    assert result.success
+    after = content_fingerprints(warehouse)
+    changed = sorted(t for t in before if before[t] != after.get(t))
+    assert changed == []
+    assert set(after) == set(before)
+
+
 @pytest.mark.slow
 def test_a_failed_model_fit_keeps_the_previous_predictions(defs, full_build, demo_dir, tmp_path):
     """The blocking fit check: a fit outside the sane ranges (here: ranges tightened so the
