@@ -123,9 +123,11 @@ format: install  ## fix what the linters can fix
 docs: install  ## dbt docs (lineage, every model and column) into target/
 	$(BIN)/dbt docs generate
 
+BENCH_CUSTOMERS ?= 1000000
 bench: install  ## speed and memory benchmarks (docs/benchmarks.md)
 	$(BIN)/python benchmarks/bench_demo_data.py
 	$(BIN)/python benchmarks/bench_predictions.py
+	$(BIN)/python benchmarks/bench_warehouse.py --customers $(BENCH_CUSTOMERS)
 
 clean:  ## remove generated files (keeps .venv)
 	rm -rf target logs data reports .dagster_home
