@@ -1,5 +1,6 @@
 # The project's vocabulary. Every variable can be set by the caller (`?=`): the caller wins.
 SHELL := /bin/bash
+.DEFAULT_GOAL := help
 .SHELLFLAGS := -eu -o pipefail -c
 
 PYTHON ?= python3
@@ -23,7 +24,7 @@ DEMO_FORMAT ?= csv
 # Tests: extra pytest arguments, e.g. make test PYTEST_ARGS="-k staging"
 PYTEST_ARGS ?=
 
-.PHONY: backfill report config help install lock ensure-raw-data demo-data load dbt-build run test lint format docs bench dev clean
+.PHONY: backfill report config help install lock ensure-raw-data demo-data run test lint format docs bench dev clean dagster-home dagster-validate dagster-materialize
 
 config:  ## print the effective configuration (environment wins over defaults)
 	@echo "CW_RAW_DIR=$(CW_RAW_DIR)"
