@@ -734,22 +734,51 @@ def _fit_bg_nbd(
             "T": df["T"].to_numpy(),
         }
     )
-    model = BetaGeoModel(model_config=_flat_config(BG_NBD_PARAMS))
-    _run_pymc_fit(model, frame, method, mcmc_kwargs)
-    params, intervals, diag = _posterior_summary(model, BG_NBD_PARAMS, method)
     d = _BgData(frame["frequency"], frame["recency"], frame["T"], None)
-    theta = np.array([params[k] for k in BG_NBD_PARAMS])
+    return _fit_with_pymc(
+        "bg_nbd",
+        BetaGeoModel,
+        BG_NBD_PARAMS,
+        frame,
+        lambda lt: _bg_ll_grad(lt, d),
+        method=method,
+        time_unit=time_unit,
+        as_of_date=as_of_date,
+        mcmc_kwargs=mcmc_kwargs,
+        converge_tol_se=converge_tol_se,
+    )
+
+
+def _fit_with_pymc(
+    model_name: str,
+    model_cls: Any,
+    param_names: tuple[str, ...],
+    frame: pd.DataFrame,
+    ll_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    *,
+    method: str,
+    time_unit: str,
+    as_of_date: date | str | None,
+    mcmc_kwargs: Mapping[str, Any] | None,
+    converge_tol_se: float,
+) -> FitResult:
+    """Fit one pymc-marketing model with flat priors and judge the fit with this module's own
+    log-likelihood (``ll_grad`` maps log-parameters to (log-likelihood, gradient))."""
+    model = model_cls(model_config=_flat_config(param_names))
+    _run_pymc_fit(model, frame, method, mcmc_kwargs)
+    params, intervals, diag = _posterior_summary(model, param_names, method)
+    theta = np.array([params[k] for k in param_names])
     finite = bool(np.all(np.isfinite(theta)) and np.all(theta > 0))
     if finite:
-        diag.update(_diagnostics(lambda lt: _bg_ll_grad(lt, d), np.log(theta), BG_NBD_PARAMS))
-        ll = float(_bg_ll_grad(np.log(theta), d)[0])
+        diag.update(_diagnostics(ll_grad, np.log(theta), param_names))
+        ll = float(ll_grad(np.log(theta))[0])
     else:
         ll = math.nan
     return FitResult(
-        model="bg_nbd",
+        model=model_name,
         params=params,
         log_likelihood=ll,
-        customers_used=len(df),
+        customers_used=len(frame),
         converged=finite and _converged(method, diag, converge_tol_se),
         time_unit=time_unit,
         method=method,
@@ -803,29 +832,18 @@ def _fit_gamma_gamma(
             "monetary_value": gg["monetary_value"].to_numpy(),
         }
     )
-    model = GammaGammaModel(model_config=_flat_config(GAMMA_GAMMA_PARAMS))
-    _run_pymc_fit(model, frame, method, mcmc_kwargs)
-    params, intervals, diag = _posterior_summary(model, GAMMA_GAMMA_PARAMS, method)
     d = _GgData(frame["frequency"], frame["monetary_value"], None)
-    theta = np.array([params[k] for k in GAMMA_GAMMA_PARAMS])
-    finite = bool(np.all(np.isfinite(theta)) and np.all(theta > 0))
-    if finite:
-        diag.update(_diagnostics(lambda lt: _gg_ll_grad(lt, d), np.log(theta), GAMMA_GAMMA_PARAMS))
-        ll = float(_gg_ll_grad(np.log(theta), d)[0])
-    else:
-        ll = math.nan
-    return FitResult(
-        model="gamma_gamma",
-        params=params,
-        log_likelihood=ll,
-        customers_used=len(gg),
-        converged=finite and _converged(method, diag, converge_tol_se),
-        time_unit=time_unit,
+    return _fit_with_pymc(
+        "gamma_gamma",
+        GammaGammaModel,
+        GAMMA_GAMMA_PARAMS,
+        frame,
+        lambda lt: _gg_ll_grad(lt, d),
         method=method,
-        as_of_date=None if as_of_date is None else _as_date(as_of_date),
-        diagnostics=diag,
-        intervals=intervals,
-        fitted_model=model,
+        time_unit=time_unit,
+        as_of_date=as_of_date,
+        mcmc_kwargs=mcmc_kwargs,
+        converge_tol_se=converge_tol_se,
     )
 
 
