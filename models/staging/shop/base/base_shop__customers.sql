@@ -1,8 +1,15 @@
 {#-
     Every raw customer row, typed and standardized, with the reason it cannot be trusted.
     A birth date that cannot be parsed does not reject the customer: birth_date is null and
-    has_invalid_birth_date tells (the rest of the row is still good).
+    has_invalid_birth_date tells (the rest of the row is still good). So does a birth date
+    before var('earliest_birth_date') or after the run date (a placeholder such as 0001-01-01).
 -#}
+{%- set raw_columns = [
+    'customer_id', 'signed_up_at', 'birth_date', 'gender', 'country', 'province', 'city',
+    'email', 'phone', 'full_name', 'acquisition_channel', 'marketing_consent',
+] -%}
+{%- set earliest = "cast('" ~ var('earliest_plausible_date') ~ "' as timestamp)" -%}
+
 with
 
 source as (
@@ -31,7 +38,8 @@ typed as (
         marketing_consent as raw_marketing_consent,
         {{ blank_to_null('customer_id') }} as customer_id,
         {{ parse_timestamp_utc(blank_to_null('signed_up_at')) }} as signed_up_at,
-        try_cast({{ blank_to_null('birth_date') }} as date) as birth_date,
+        try_cast({{ blank_to_null('birth_date') }} as date) as parsed_birth_date,
+        {{ field_problem(raw_columns) }} as field_problem,
         upper({{ blank_to_null('gender') }}) as gender,
         upper(coalesce({{ blank_to_null('country') }}, 'CN')) as country,
         {{ blank_to_null('province') }} as province_text,
@@ -65,9 +73,17 @@ standardized as (
         typed.*,
         coalesce(region_mapping.province, typed.province_text) as province,
         coalesce(region_mapping.region, 'Unmapped') as region,
-        typed.raw_birth_date is not null
-        and trim(typed.raw_birth_date) <> ''
-        and typed.birth_date is null as has_invalid_birth_date
+        case
+            when typed.parsed_birth_date >= cast('{{ var("earliest_birth_date") }}' as date)
+                and typed.parsed_birth_date <= cast({{ run_started_utc() }} as date)
+                then typed.parsed_birth_date
+        end as birth_date,
+        {{ blank_to_null('typed.raw_birth_date') }} is not null
+        and not coalesce(
+            typed.parsed_birth_date >= cast('{{ var("earliest_birth_date") }}' as date)
+            and typed.parsed_birth_date <= cast({{ run_started_utc() }} as date),
+            false
+        ) as has_invalid_birth_date
     from typed
     left join region_mapping
         on typed.country = region_mapping.country
@@ -89,11 +105,14 @@ final as (
     select
         *,
         case
+            when field_problem is not null then field_problem
             when customer_id is null then 'missing_customer_id'
             when has_conflicting_versions then 'conflicting_duplicate'
             when copy_number > 1 then 'exact_duplicate'
             when {{ blank_to_null('raw_signed_up_at') }} is not null
                 and signed_up_at is null then 'unparseable_signed_up_at'
+            when signed_up_at > {{ run_started_utc() }} then 'future_signed_up_at'
+            when signed_up_at < {{ earliest }} then 'implausible_signed_up_at'
         end as reject_reason
     from duplicates_marked
 )

@@ -1,4 +1,10 @@
-{#- Every raw order line, typed, with the reason it cannot be trusted (null when it can). -#}
+{#-
+    Every raw order line, typed, with the reason it cannot be trusted (null when it can).
+    Quantity and unit price are bounded (vars max_item_quantity, max_order_amount) before they
+    are multiplied, so a line amount always fits decimal(18, 2).
+-#}
+{%- set raw_columns = ['order_id', 'product_id', 'quantity', 'unit_price'] -%}
+
 with
 
 source as (
@@ -20,8 +26,11 @@ typed as (
         unit_price as raw_unit_price,
         {{ blank_to_null('order_id') }} as order_id,
         {{ blank_to_null('product_id') }} as product_id,
-        try_cast({{ blank_to_null('quantity') }} as bigint) as quantity,
-        try_cast({{ blank_to_null('unit_price') }} as decimal(18, 2)) as unit_price,
+        {{ parse_whole_number(blank_to_null('quantity')) }} as quantity,
+        {{ number_problem(blank_to_null('unit_price')) }} as unit_price_problem,
+        {{ plain_number_as_double(blank_to_null('unit_price')) }} as unit_price_as_double,
+        {{ parse_money(blank_to_null('unit_price'), var('max_order_amount')) }} as unit_price,
+        {{ field_problem(raw_columns) }} as field_problem,
         concat_ws(
             '|',
             coalesce(order_id, ''),
@@ -51,14 +60,17 @@ final as (
     select
         *,
         case
+            when field_problem is not null then field_problem
             when order_id is null then 'missing_order_id'
             when product_id is null then 'missing_product_id'
             when copy_number > 1 then 'exact_duplicate'
             when not is_order_accepted then 'order_not_accepted'
             when quantity is null then 'unparseable_quantity'
             when quantity <= 0 then 'non_positive_quantity'
-            when unit_price is null then 'unparseable_unit_price'
-            when unit_price < 0 then 'negative_unit_price'
+            when quantity > {{ var('max_item_quantity') }} then 'absurd_quantity'
+            when unit_price_problem is not null then 'unparseable_unit_price'
+            when unit_price_as_double < 0 then 'negative_unit_price'
+            when unit_price is null then 'absurd_unit_price'
         end as reject_reason
     from duplicates_marked
 )

@@ -1,4 +1,6 @@
 {#- Every raw product row, typed, with the reason it cannot be trusted (null when it can). -#}
+{%- set raw_columns = ['product_id', 'product_name', 'category'] -%}
+
 with
 
 source as (
@@ -15,6 +17,7 @@ typed as (
         {{ blank_to_null('product_id') }} as product_id,
         {{ blank_to_null('product_name') }} as product_name,
         coalesce(lower({{ blank_to_null('category') }}), 'uncategorized') as category,
+        {{ field_problem(raw_columns) }} as field_problem,
         concat_ws('|', coalesce(product_name, ''), coalesce(category, '')) as row_content
     from source
 ),
@@ -34,6 +37,7 @@ final as (
     select
         *,
         case
+            when field_problem is not null then field_problem
             when product_id is null then 'missing_product_id'
             when has_conflicting_versions then 'conflicting_duplicate'
             when copy_number > 1 then 'exact_duplicate'

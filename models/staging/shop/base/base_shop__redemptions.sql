@@ -4,6 +4,9 @@
     over-redemption lands in marts.loyalty_redemption_rejects with the balance at that moment.
     Without a redemption_id column the id is `<file>:<row>`.
 -#}
+{%- set raw_columns = ['redemption_id', 'customer_id', 'redeemed_at', 'points'] -%}
+{%- set earliest = "cast('" ~ var('earliest_plausible_date') ~ "' as timestamp)" -%}
+
 with
 
 source as (
@@ -24,7 +27,8 @@ typed as (
         ) as redemption_id,
         {{ blank_to_null('customer_id') }} as customer_id,
         {{ parse_timestamp_utc(blank_to_null('redeemed_at')) }} as redeemed_at,
-        try_cast({{ blank_to_null('points') }} as bigint) as points,
+        {{ parse_whole_number(blank_to_null('points')) }} as points,
+        {{ field_problem(raw_columns) }} as field_problem,
         concat_ws(
             '|', coalesce(customer_id, ''), coalesce(redeemed_at, ''), coalesce(points, '')
         ) as row_content
@@ -46,14 +50,17 @@ final as (
     select
         *,
         case
+            when field_problem is not null then field_problem
             when has_conflicting_versions then 'conflicting_duplicate'
             when copy_number > 1 then 'exact_duplicate'
             when customer_id is null then 'missing_customer_id'
             when {{ blank_to_null('raw_redeemed_at') }} is null then 'missing_redeemed_at'
             when redeemed_at is null then 'unparseable_redeemed_at'
             when redeemed_at > {{ run_started_utc() }} then 'future_redeemed_at'
+            when redeemed_at < {{ earliest }} then 'implausible_redeemed_at'
             when points is null then 'unparseable_points'
             when points <= 0 then 'non_positive_points'
+            when points > {{ var('max_redemption_points') }} then 'absurd_points'
         end as reject_reason
     from duplicates_marked
 )
