@@ -24,7 +24,7 @@ DEMO_FORMAT ?= csv
 # Tests: extra pytest arguments, e.g. make test PYTEST_ARGS="-k staging"
 PYTEST_ARGS ?=
 
-.PHONY: backfill report config help install lock ensure-raw-data demo-data run test lint format docs bench dev clean dagster-home dagster-validate dagster-materialize
+.PHONY: backfill report config help install lock ensure-raw-data demo-data run test test-heavy lint format docs bench dev clean dagster-home dagster-validate dagster-materialize
 
 config:  ## print the effective configuration (environment wins over defaults)
 	@echo "CW_RAW_DIR=$(CW_RAW_DIR)"
@@ -108,8 +108,11 @@ report: install  ## tier report with charts from the marts into reports/tier_rep
 	$(BIN)/python -m customer_warehouse.tier_report --out reports/tier_report.html
 
 PYTEST_WORKERS ?= 2
-test: install  ## install and run the whole suite (pytest; it runs dbt build, Spark and the linters)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=10 $(PYTEST_ARGS)
+test: install  ## install and run the suite (pytest: dbt builds, the Dagster job, linters), heavy tests aside
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not heavy" --durations=10 $(PYTEST_ARGS)
+
+test-heavy: install  ## the heavy tests: Spark, the real Dagster webserver and daemon (CI runs both)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -m heavy --durations=10 $(PYTEST_ARGS)
 
 lint: install  ## sqlfluff + ruff
 	$(BIN)/ruff check .

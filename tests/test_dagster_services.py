@@ -25,6 +25,8 @@ import pytest
 
 from .conftest import FIXTURES, PROJECT_DIR
 
+pytestmark = pytest.mark.heavy
+
 STARTUP_TIMEOUT_S = 300
 DAEMON_TIMEOUT_S = 180
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
 from customer_warehouse.config import PROJECT_DIR
 from orchestration.defs.dbt.assets import build_dbt_assets
-from orchestration.defs.dbt.project import build_dbt_project, dbt_executable
+from orchestration.defs.dbt.project import (
+    WarehouseDbtResource,
+    build_dbt_project,
+    dbt_executable,
+)
 from orchestration.defs.loyalty.assets import loyalty_points
 from orchestration.defs.predictions.assets import customer_predictions, prediction_backtest
 from orchestration.defs.raw.assets import raw_files, survey_files
@@ -46,7 +49,7 @@ def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
         schedules=[daily_refresh],
         sensors=[new_survey_files],
         resources={
-            "dbt": DbtCliResource(project_dir=project, dbt_executable=dbt_executable()),
+            "dbt": WarehouseDbtResource(project_dir=project, dbt_executable=dbt_executable()),
             "warehouse": WarehouseResource(),
         },
         # One process runs the steps one after another: DuckDB has one writer at a time

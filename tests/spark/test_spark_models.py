@@ -30,7 +30,7 @@ from customer_warehouse import demo_data, raw_load, surveys
 from ..conftest import FIXTURES, Warehouse, build_warehouse
 from . import spark_warehouse as sw
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.heavy]
 
 DEMO_CUSTOMERS = 300
 DEMO_SEED = 20240611

@@ -54,6 +54,10 @@ DISTRIBUTION_COLUMNS = (
 )
 AS_OF_TABLE = "intermediate.int_as_of_date"
 
+#: dbt unit tests check the SQL logic on fixed rows, not the day's data: they run in
+#: `make test` (every test build) and in CI, not in every scheduled build (dbt's advice).
+DBT_BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test"]
+
 
 class DbtLockedError(RuntimeError):
     """dbt could not open the warehouse file because another process holds it (retried)."""
@@ -75,7 +79,7 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
         # environment: give it the checked values (absolute paths), the ones the Python assets
         # use, so a relative CW_WAREHOUSE_PATH cannot point dbt at another file.
         os.environ.update(warehouse.settings().dbt_env)
-        invocation = dbt.cli(["build"], context=context, raise_on_error=False)
+        invocation = dbt.cli(DBT_BUILD_ARGS, context=context, raise_on_error=False)
         events = list(invocation.stream())
         error = invocation.get_error()
         yield from _with_table_metadata(events, invocation.manifest, warehouse, context)

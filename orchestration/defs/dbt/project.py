@@ -19,9 +19,11 @@ import shutil
 import sys
 import uuid
 from collections.abc import Iterable
+from functools import cached_property
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
+from packaging import version
 
 from customer_warehouse.config import PROJECT_DIR
 
@@ -52,6 +54,23 @@ def dbt_executable() -> str:
             "and dbt-duckdb from requirements.lock), then try again."
         )
     return found
+
+
+class WarehouseDbtResource(DbtCliResource):
+    """dagster-dbt's CLI resource, minus a ``dbt --version`` subprocess per run.
+
+    dagster-dbt asks the executable for its version before every invocation (to tell dbt Core
+    from the Fusion engine). That costs a Python start-up plus dbt's check for a newer release
+    on PyPI: about 7 s per run here, and a hang where PyPI is unreachable. The executable is
+    the dbt-core installed beside this interpreter (``dbt_executable``), so its version is
+    known without asking.
+    """
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        from dbt.version import __version__ as installed
+
+        return version.parse(installed)
 
 
 def dbt_target_path(project_dir: Path = PROJECT_DIR) -> Path:
@@ -107,7 +126,7 @@ def parse_manifest(project: DbtProject) -> None:
         partial = target / "partial_parse.msgpack"
         if partial.is_file():
             shutil.copy2(partial, scratch / partial.name)
-        DbtCliResource(project_dir=project, dbt_executable=dbt_executable()).cli(
+        WarehouseDbtResource(project_dir=project, dbt_executable=dbt_executable()).cli(
             ["parse", "--quiet"], target_path=scratch
         ).wait()
         if (scratch / partial.name).is_file():
