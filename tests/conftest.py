@@ -79,8 +79,12 @@ def build_warehouse(
     as_of_date: str = "",
     check: bool = True,
     full: bool = True,
+    exclude_unit_tests: bool = False,
 ) -> Warehouse:
-    """Load `raw_dir` and run `dbt build` (seeds, models, tests; optionally a selection)."""
+    """Load `raw_dir` and run `dbt build` (seeds, models, tests; optionally a selection).
+
+    ``exclude_unit_tests``: build as the Dagster job does (dbt unit tests test the SQL, not the
+    data; other tests run them)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     path = work_dir / "warehouse.duckdb"
     with duckdb.connect(str(path)) as con:
@@ -88,6 +92,8 @@ def build_warehouse(
         raw_load.ensure_survey_tables(con)
     env = dbt_env(path, work_dir, raw_dir, CW_AS_OF_DATE=as_of_date)
     args = ["build"]
+    if exclude_unit_tests:
+        args += ["--exclude-resource-type", "unit_test"]
     if select:
         # only tests whose every parent is selected
         args += ["--select", select, "--indirect-selection", "cautious"]
