@@ -915,12 +915,20 @@ _PARAM_HINTS = {
     "no sign of dropout (everyone's last purchase is recent) or no repeat buyers",
     ("p", "low"): "p is the shape of each purchase day's spend; check the spend amounts",
     ("p", "high"): "p is the shape of each purchase day's spend; check the spend amounts",
+    ("q", "low"): "q is the shape of the spend scale across customers; a small q means spend "
+    "is very heavy-tailed across customers: check for absurd amounts",
     ("q", "high"): "q is the shape of the spend scale across customers; check the amounts",
     ("v", "low"): "v is the scale of spend; check the amounts' currency and units",
     ("v", "high"): "v is the scale of spend; check the amounts' currency and units",
 }
 _PARAM_HINTS[("b", "low")] = _PARAM_HINTS[("a", "low")]
 _PARAM_HINTS[("b", "high")] = _PARAM_HINTS[("a", "high")]
+
+
+def _param_hint(name: str, low: bool) -> str:
+    return _PARAM_HINTS.get(
+        (name, "low" if low else "high"), "check the input features for broken rows"
+    )
 
 
 def validate_fit(
@@ -953,7 +961,7 @@ def validate_fit(
         if not lo <= value <= hi:
             raise FitError(
                 f"{what}: parameter {name} = {value:.4g} is outside the sane range "
-                f"[{lo:.4g}, {hi:.4g}]: {_PARAM_HINTS[(name, 'low' if value < lo else 'high')]}."
+                f"[{lo:.4g}, {hi:.4g}]: {_param_hint(name, value < lo)}."
             )
     if not np.isfinite(result.log_likelihood):
         raise FitError(f"{what}: the log-likelihood at the fitted parameters is not finite.")
