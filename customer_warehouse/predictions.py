@@ -88,20 +88,45 @@ Formulas (x = frequency, t_x = recency, T, all in the time unit; t = horizon in 
 
 Fallbacks (documented, never NaN, never a crash)
 ------------------------------------------------
+A model that cannot be fitted meaningfully is a property of the data (a young shop, a shop where
+nobody has left yet), not an error: ``run_predictions`` never raises for a data reason. Every
+model gets a ``fit_status`` and, unless fitted, a ``status_reason`` (``ModelStatus``), written to
+``clv_model_params`` and shown by the Dagster WARN check ``predictions_use_fitted_models``.
+
 * Prospects (never bought) have no row: they are not in the input (``read_customer_features``
   skips rows without tenure). BI left-joins predictions to customers; a missing row = prospect.
-* Too little data for the BG/NBD (fewer than ``min_customers`` customers or fewer than
-  ``min_repeat_customers`` repeat buyers): no model is fitted and every row gets
-  ``prediction_method = 'naive_rate'``: rate lambda_i = (x_i + xbar) / (T_i + Tbar) (a Gamma-Poisson
-  posterior mean with one average customer's worth of prior), P(alive) = exp(-lambda_i (T_i - t_x)),
-  E[X(t)] = P(alive) lambda_i t, P(X(t)=0) = 1 - P(alive) + P(alive) e^(-lambda_i t), median wait
-  ln 2 / lambda_i, AOV = (x m + mbar) / (x + 1) with mbar the population mean repeat spend (0 if no
-  one has repeat purchases). ``clv_model_params`` then has no rows.
-* Gamma-Gamma not fitted (fewer than ``min_repeat_customers`` repeat buyers with a positive
-  spend) while the BG/NBD is: ``prediction_method = 'bg_nbd_mean_spend'``, AOV as in the naive
-  fallback.
-* Enough data but the fit fails or is absurd: ``validate_fit`` raises ``FitError``; this is a
-  blocking failure (keep the previous predictions), not a fallback.
+  No customer with a purchase at all (e.g. only refunded orders): the predictions table is empty
+  (every column, typed), both models ``not_attempted``.
+* BG/NBD ``not_attempted`` when the data are below any minimum: fewer than ``min_customers``
+  (default 200) customers with a purchase, fewer than ``min_repeat_customers`` (30) repeat
+  buyers (customers with two or more purchase days; none at all for a shop of one-time buyers or
+  one-day orders), or a history shorter than ``min_history_days`` (90 days from the earliest
+  first purchase to the as-of date: on a few weeks the BG/NBD cannot tell a slow buyer from one
+  who left, and its estimates run to the edge of the parameter space). The reason lists every
+  minimum that is not met, with the numbers.
+* BG/NBD ``fallback`` when it was fitted but ``validate_fit`` rejects it (``FitError``): did not
+  converge, a parameter outside its sane range (``DEFAULT_BOUNDS`` or the caller's ``bounds``;
+  e.g. ``a`` near 0 when nobody shows any sign of dropout), or a non-finite value or
+  log-likelihood; likewise when the fitting library fails numerically (``ArithmeticError``,
+  ``LinAlgError``). The reason quotes ``validate_fit``'s message (the parameter, its value, the
+  range, what to check). Other exceptions (a wrong option, a bug) propagate.
+* Either way the predictions use ``prediction_method = 'naive_rate'``: rate lambda_i = (x_i +
+  xbar) / (T_i + Tbar) (a Gamma-Poisson posterior mean with one average customer's worth of
+  prior), P(alive) = exp(-lambda_i (T_i - t_x)), E[X(t)] = P(alive) lambda_i t, P(X(t)=0) = 1 -
+  P(alive) + P(alive) e^(-lambda_i t), median wait ln 2 / lambda_i, AOV = (x m + mbar) / (x + 1)
+  with mbar the population mean repeat spend (0 if no one has repeat purchases). Gamma-Gamma is
+  then ``not_attempted`` ("the BG/NBD was not fitted").
+* BG/NBD fitted, Gamma-Gamma ``not_attempted`` (fewer than ``min_repeat_customers`` repeat buyers
+  with a positive spend) or ``fallback`` (rejected by ``validate_fit``, e.g. q <= 1: spend too
+  heavy-tailed): ``prediction_method = 'bg_nbd_mean_spend'``, AOV as in the naive fallback.
+* Both fitted: ``prediction_method = 'bg_nbd'``.
+* Scoring that produces a non-finite number at accepted parameters would be a bug: ``score``
+  raises ``FitError`` and nothing is written.
+
+Fit statuses (``FIT_STATUSES``): ``fitted`` (fitted, validated, used for scoring),
+``fallback`` (fit attempted and rejected, not used), ``not_attempted`` (below the minimums, or
+the model it builds on was not fitted). The minimums and the bounds are parameters of
+``run_predictions`` (and options of the Dagster asset).
 
 Known limitation: BG/NBD lets customers drop out only after a repeat purchase, so every
 one-time buyer has p_alive = 1 and churn band ``low``, however old the purchase (Fader, Hardie
@@ -111,13 +136,33 @@ passes the horizon; use those (not the band) to rank one-time buyers.
 
 Model parameters: ``marts.clv_model_params`` (``PARAM_COLUMNS``)
 -----------------------------------------------------------------
-model (``bg_nbd`` / ``gamma_gamma``), parameter (r, alpha, a, b / p, q, v), value, time_unit,
-as_of_date, customers_used, log_likelihood (this module's independent likelihood function at
-the fitted values, over the customers used), converged (MAP: the optimizer stopped less than 0.05
-standard errors from the maximum, checked with our own gradient and Hessian; MCMC: every r-hat
-< 1.05), fit_method (``map`` / ``mcmc``).
+A fitted model has one row per parameter: model (``bg_nbd`` / ``gamma_gamma``), parameter
+(r, alpha, a, b / p, q, v), value, time_unit, as_of_date, customers_used, log_likelihood (this
+module's independent likelihood function at the fitted values, over the customers used),
+converged (MAP: the optimizer stopped less than 0.05 standard errors from the maximum, checked
+with our own gradient and Hessian; MCMC: every r-hat < 1.05), fit_method (``map`` / ``mcmc``),
+fit_status ``fitted``, status_reason NULL. A model that is not fitted has exactly one row:
+parameter, value and log_likelihood NULL, its fit_status (``fallback`` / ``not_attempted``) and
+status_reason; for ``fallback`` customers_used, converged and fit_method describe the rejected
+fit (its estimates are not written: they are in the reason and the Dagster check's metadata),
+for ``not_attempted`` they are 0, NULL, NULL. So every run writes at least one row per model,
+and ``select model, fit_status, status_reason from marts.clv_model_params`` always answers "did
+the latest run use the models, and if not, why".
 
 Backtest: ``marts.prediction_backtest`` (``BACKTEST_COLUMNS``; see ``backtest``)
+------------------------------------------------------------------------------
+``run_backtest`` derives the windows from the data (``backtest_windows``): history = as-of date
+- first purchase day; holdout = the last min(``holdout_days`` (182), floor(``holdout_fraction``
+(1/3) x history)) days up to the as-of date; calibration = everything before. It is skipped
+when the holdout would be shorter than ``min_holdout_days`` (28) or the calibration period
+shorter than ``min_calibration_days`` (90, the fit's ``min_history_days``): with the defaults a
+backtest needs at least 134 days of history (``min_backtest_history_days``). It is also skipped
+when there is no purchase, or nobody bought on or before the calibration end. Skipped, the
+table has one row: ``backtest_status = 'skipped'``, ``status_reason`` (the history, the
+minimums, when it will run), ``holdout_end`` = as-of date, the metric columns NULL. Run, every
+row has ``backtest_status = 'ran'``; the calibration fit follows the fallback rules above, so a
+young shop's backtest measures the fallback it actually uses (``prediction_method``;
+``status_reason`` then holds the calibration fit's reasons, NULL when both models were fitted).
 """
 
 from __future__ import annotations
@@ -227,7 +272,11 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
 
 
 class FitError(RuntimeError):
-    """A model fit did not converge or gave unusable parameters; keep the previous predictions."""
+    """A model fit did not converge or gave unusable parameters (``validate_fit``).
+
+    ``run_predictions`` turns it into the model's fallback with the message as the reason; only
+    a non-finite prediction at accepted parameters (a bug) lets it escape from scoring.
+    """
 
 
 @dataclass(frozen=True)
@@ -936,9 +985,10 @@ def validate_fit(
 ) -> FitResult:
     """Raise ``FitError`` unless the fit converged and every parameter is finite and sane.
 
-    This is the asset's blocking check: on ``FitError`` keep the previous predictions. Bounds
-    default to ``DEFAULT_BOUNDS`` (alpha's are in days and scale with the time unit). Returns the
-    result unchanged so it can be chained.
+    ``run_predictions`` uses the model only when this passes (otherwise its fallback, with the
+    message as ``status_reason``), and the asset's blocking check repeats it on the models used
+    for scoring. Bounds default to ``DEFAULT_BOUNDS`` (alpha's are in days and scale with the
+    time unit). Returns the result unchanged so it can be chained.
     """
     limits = {**DEFAULT_BOUNDS, **(bounds or {})}
     scale = TIME_UNITS.get(result.time_unit, 1.0)
