@@ -88,20 +88,45 @@ Formulas (x = frequency, t_x = recency, T, all in the time unit; t = horizon in 
 
 Fallbacks (documented, never NaN, never a crash)
 ------------------------------------------------
+A model that cannot be fitted meaningfully is a property of the data (a young shop, a shop where
+nobody has left yet), not an error: ``run_predictions`` never raises for a data reason. Every
+model gets a ``fit_status`` and, unless fitted, a ``status_reason`` (``ModelStatus``), written to
+``clv_model_params`` and shown by the Dagster WARN check ``predictions_use_fitted_models``.
+
 * Prospects (never bought) have no row: they are not in the input (``read_customer_features``
   skips rows without tenure). BI left-joins predictions to customers; a missing row = prospect.
-* Too little data for the BG/NBD (fewer than ``min_customers`` customers or fewer than
-  ``min_repeat_customers`` repeat buyers): no model is fitted and every row gets
-  ``prediction_method = 'naive_rate'``: rate lambda_i = (x_i + xbar) / (T_i + Tbar) (a Gamma-Poisson
-  posterior mean with one average customer's worth of prior), P(alive) = exp(-lambda_i (T_i - t_x)),
-  E[X(t)] = P(alive) lambda_i t, P(X(t)=0) = 1 - P(alive) + P(alive) e^(-lambda_i t), median wait
-  ln 2 / lambda_i, AOV = (x m + mbar) / (x + 1) with mbar the population mean repeat spend (0 if no
-  one has repeat purchases). ``clv_model_params`` then has no rows.
-* Gamma-Gamma not fitted (fewer than ``min_repeat_customers`` repeat buyers with a positive
-  spend) while the BG/NBD is: ``prediction_method = 'bg_nbd_mean_spend'``, AOV as in the naive
-  fallback.
-* Enough data but the fit fails or is absurd: ``validate_fit`` raises ``FitError``; this is a
-  blocking failure (keep the previous predictions), not a fallback.
+  No customer with a purchase at all (e.g. only refunded orders): the predictions table is empty
+  (every column, typed), both models ``not_attempted``.
+* BG/NBD ``not_attempted`` when the data are below any minimum: fewer than ``min_customers``
+  (default 200) customers with a purchase, fewer than ``min_repeat_customers`` (30) repeat
+  buyers (customers with two or more purchase days; none at all for a shop of one-time buyers or
+  one-day orders), or a history shorter than ``min_history_days`` (90 days from the earliest
+  first purchase to the as-of date: on a few weeks the BG/NBD cannot tell a slow buyer from one
+  who left, and its estimates run to the edge of the parameter space). The reason lists every
+  minimum that is not met, with the numbers.
+* BG/NBD ``fallback`` when it was fitted but ``validate_fit`` rejects it (``FitError``): did not
+  converge, a parameter outside its sane range (``DEFAULT_BOUNDS`` or the caller's ``bounds``;
+  e.g. ``a`` near 0 when nobody shows any sign of dropout), or a non-finite value or
+  log-likelihood; likewise when the fitting library fails numerically (``ArithmeticError``,
+  ``LinAlgError``). The reason quotes ``validate_fit``'s message (the parameter, its value, the
+  range, what to check). Other exceptions (a wrong option, a bug) propagate.
+* Either way the predictions use ``prediction_method = 'naive_rate'``: rate lambda_i = (x_i +
+  xbar) / (T_i + Tbar) (a Gamma-Poisson posterior mean with one average customer's worth of
+  prior), P(alive) = exp(-lambda_i (T_i - t_x)), E[X(t)] = P(alive) lambda_i t, P(X(t)=0) = 1 -
+  P(alive) + P(alive) e^(-lambda_i t), median wait ln 2 / lambda_i, AOV = (x m + mbar) / (x + 1)
+  with mbar the population mean repeat spend (0 if no one has repeat purchases). Gamma-Gamma is
+  then ``not_attempted`` ("the BG/NBD was not fitted").
+* BG/NBD fitted, Gamma-Gamma ``not_attempted`` (fewer than ``min_repeat_customers`` repeat buyers
+  with a positive spend) or ``fallback`` (rejected by ``validate_fit``, e.g. q <= 1: spend too
+  heavy-tailed): ``prediction_method = 'bg_nbd_mean_spend'``, AOV as in the naive fallback.
+* Both fitted: ``prediction_method = 'bg_nbd'``.
+* Scoring that produces a non-finite number at accepted parameters would be a bug: ``score``
+  raises ``FitError`` and nothing is written.
+
+Fit statuses (``FIT_STATUSES``): ``fitted`` (fitted, validated, used for scoring),
+``fallback`` (fit attempted and rejected, not used), ``not_attempted`` (below the minimums, or
+the model it builds on was not fitted). The minimums and the bounds are parameters of
+``run_predictions`` (and options of the Dagster asset).
 
 Known limitation: BG/NBD lets customers drop out only after a repeat purchase, so every
 one-time buyer has p_alive = 1 and churn band ``low``, however old the purchase (Fader, Hardie
@@ -111,13 +136,33 @@ passes the horizon; use those (not the band) to rank one-time buyers.
 
 Model parameters: ``marts.clv_model_params`` (``PARAM_COLUMNS``)
 -----------------------------------------------------------------
-model (``bg_nbd`` / ``gamma_gamma``), parameter (r, alpha, a, b / p, q, v), value, time_unit,
-as_of_date, customers_used, log_likelihood (this module's independent likelihood function at
-the fitted values, over the customers used), converged (MAP: the optimizer stopped less than 0.05
-standard errors from the maximum, checked with our own gradient and Hessian; MCMC: every r-hat
-< 1.05), fit_method (``map`` / ``mcmc``).
+A fitted model has one row per parameter: model (``bg_nbd`` / ``gamma_gamma``), parameter
+(r, alpha, a, b / p, q, v), value, time_unit, as_of_date, customers_used, log_likelihood (this
+module's independent likelihood function at the fitted values, over the customers used),
+converged (MAP: the optimizer stopped less than 0.05 standard errors from the maximum, checked
+with our own gradient and Hessian; MCMC: every r-hat < 1.05), fit_method (``map`` / ``mcmc``),
+fit_status ``fitted``, status_reason NULL. A model that is not fitted has exactly one row:
+parameter, value and log_likelihood NULL, its fit_status (``fallback`` / ``not_attempted``) and
+status_reason; for ``fallback`` customers_used, converged and fit_method describe the rejected
+fit (its estimates are not written: they are in the reason and the Dagster check's metadata),
+for ``not_attempted`` they are 0, NULL, NULL. So every run writes at least one row per model,
+and ``select model, fit_status, status_reason from marts.clv_model_params`` always answers "did
+the latest run use the models, and if not, why".
 
 Backtest: ``marts.prediction_backtest`` (``BACKTEST_COLUMNS``; see ``backtest``)
+------------------------------------------------------------------------------
+``run_backtest`` derives the windows from the data (``backtest_windows``): history = as-of date
+- first purchase day; holdout = the last min(``holdout_days`` (182), floor(``holdout_fraction``
+(1/3) x history)) days up to the as-of date; calibration = everything before. It is skipped
+when the holdout would be shorter than ``min_holdout_days`` (28) or the calibration period
+shorter than ``min_calibration_days`` (90, the fit's ``min_history_days``): with the defaults a
+backtest needs at least 134 days of history (``min_backtest_history_days``). It is also skipped
+when there is no purchase, or nobody bought on or before the calibration end. Skipped, the
+table has one row: ``backtest_status = 'skipped'``, ``status_reason`` (the history, the
+minimums, when it will run), ``holdout_end`` = as-of date, the metric columns NULL. Run, every
+row has ``backtest_status = 'ran'``; the calibration fit follows the fallback rules above, so a
+young shop's backtest measures the fallback it actually uses (``prediction_method``;
+``status_reason`` then holds the calibration fit's reasons, NULL when both models were fitted).
 """
 
 from __future__ import annotations
@@ -174,7 +219,17 @@ PARAM_COLUMNS: tuple[str, ...] = (
     "log_likelihood",
     "converged",
     "fit_method",
+    "fit_status",
+    "status_reason",
 )
+#: ``fit_status`` of a model in ``clv_model_params`` (see "Fit statuses" in the docstring).
+FIT_STATUSES: tuple[str, ...] = ("fitted", "fallback", "not_attempted")
+#: A fit is attempted only with at least this many customers with a purchase ...
+DEFAULT_MIN_CUSTOMERS = 200
+#: ... this many repeat buyers (Gamma-Gamma: repeat buyers with a positive spend) ...
+DEFAULT_MIN_REPEAT_CUSTOMERS = 30
+#: ... and this many days from the earliest first purchase to the as-of date.
+DEFAULT_MIN_HISTORY_DAYS = 90
 BACKTEST_COLUMNS: tuple[str, ...] = (
     "calibration_end",
     "holdout_end",
@@ -188,7 +243,19 @@ BACKTEST_COLUMNS: tuple[str, ...] = (
     "period_end",
     "value",
     "customers",
+    "backtest_status",
+    "status_reason",
 )
+#: ``backtest_status`` of every row of ``prediction_backtest``.
+BACKTEST_STATUSES: tuple[str, ...] = ("ran", "skipped")
+#: Backtest windows (``backtest_windows``): the holdout is the last
+#: min(holdout_days, floor(holdout_fraction * history days)) days before the as-of date ...
+DEFAULT_HOLDOUT_DAYS = 182
+DEFAULT_HOLDOUT_FRACTION = 1.0 / 3.0
+#: ... and the backtest is skipped unless the calibration period and the holdout have at least
+#: these many days.
+DEFAULT_MIN_CALIBRATION_DAYS = DEFAULT_MIN_HISTORY_DAYS
+DEFAULT_MIN_HOLDOUT_DAYS = 28
 
 #: Sane ranges (in days; alpha's bounds scale with the time unit). Outside them a fit is
 #: "absurd": with retail purchase-day data r and a, b are O(0.01..100) and alpha (the scale of
@@ -205,7 +272,11 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
 
 
 class FitError(RuntimeError):
-    """A model fit did not converge or gave unusable parameters; keep the previous predictions."""
+    """A model fit did not converge or gave unusable parameters (``validate_fit``).
+
+    ``run_predictions`` turns it into the model's fallback with the message as the reason; only
+    a non-finite prediction at accepted parameters (a bug) lets it escape from scoring.
+    """
 
 
 @dataclass(frozen=True)
@@ -230,6 +301,35 @@ class FitResult:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     intervals: dict[str, tuple[float, float]] | None = None
     fitted_model: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What happened to one model (``bg_nbd`` or ``gamma_gamma``) in a run.
+
+    ``status`` is one of ``FIT_STATUSES``: ``fitted`` (fitted, passed ``validate_fit``, used
+    for scoring), ``fallback`` (fitted but rejected by ``validate_fit``, or the fitting library
+    failed numerically: not used) or ``not_attempted`` (the data are below the minimums, or the
+    model it builds on was not fitted). ``reason`` says why in plain English, with what to do;
+    None when fitted. ``fit`` is the fit result when a fit was attempted (also when rejected:
+    its parameters and diagnostics explain the rejection), else None.
+    """
+
+    model: Literal["bg_nbd", "gamma_gamma"]
+    status: str
+    time_unit: str = "day"
+    as_of_date: date | None = None
+    reason: str | None = None
+    fit: FitResult | None = None
+
+    @property
+    def used(self) -> FitResult | None:
+        """The fit used for scoring: ``fit`` when ``status == 'fitted'``, else None."""
+        return self.fit if self.status == "fitted" else None
+
+    @classmethod
+    def fitted(cls, fit: FitResult) -> ModelStatus:
+        return cls(fit.model, "fitted", fit.time_unit, fit.as_of_date, None, fit)
 
 
 # --------------------------------------------------------------------------------------------
@@ -864,6 +964,8 @@ _PARAM_HINTS = {
     "no sign of dropout (everyone's last purchase is recent) or no repeat buyers",
     ("p", "low"): "p is the shape of each purchase day's spend; check the spend amounts",
     ("p", "high"): "p is the shape of each purchase day's spend; check the spend amounts",
+    ("q", "low"): "q is the shape of the spend scale across customers; a small q means spend "
+    "is very heavy-tailed across customers: check for absurd amounts",
     ("q", "high"): "q is the shape of the spend scale across customers; check the amounts",
     ("v", "low"): "v is the scale of spend; check the amounts' currency and units",
     ("v", "high"): "v is the scale of spend; check the amounts' currency and units",
@@ -872,14 +974,21 @@ _PARAM_HINTS[("b", "low")] = _PARAM_HINTS[("a", "low")]
 _PARAM_HINTS[("b", "high")] = _PARAM_HINTS[("a", "high")]
 
 
+def _param_hint(name: str, low: bool) -> str:
+    return _PARAM_HINTS.get(
+        (name, "low" if low else "high"), "check the input features for broken rows"
+    )
+
+
 def validate_fit(
     result: FitResult, bounds: Mapping[str, tuple[float, float]] | None = None
 ) -> FitResult:
     """Raise ``FitError`` unless the fit converged and every parameter is finite and sane.
 
-    This is the asset's blocking check: on ``FitError`` keep the previous predictions. Bounds
-    default to ``DEFAULT_BOUNDS`` (alpha's are in days and scale with the time unit). Returns the
-    result unchanged so it can be chained.
+    ``run_predictions`` uses the model only when this passes (otherwise its fallback, with the
+    message as ``status_reason``), and the asset's blocking check repeats it on the models used
+    for scoring. Bounds default to ``DEFAULT_BOUNDS`` (alpha's are in days and scale with the
+    time unit). Returns the result unchanged so it can be chained.
     """
     limits = {**DEFAULT_BOUNDS, **(bounds or {})}
     scale = TIME_UNITS.get(result.time_unit, 1.0)
@@ -902,7 +1011,7 @@ def validate_fit(
         if not lo <= value <= hi:
             raise FitError(
                 f"{what}: parameter {name} = {value:.4g} is outside the sane range "
-                f"[{lo:.4g}, {hi:.4g}]: {_PARAM_HINTS[(name, 'low' if value < lo else 'high')]}."
+                f"[{lo:.4g}, {hi:.4g}]: {_param_hint(name, value < lo)}."
             )
     if not np.isfinite(result.log_likelihood):
         raise FitError(f"{what}: the log-likelihood at the fitted parameters is not finite.")
@@ -927,34 +1036,68 @@ def validate_fit(
 
 
 def model_params_table(
-    *fits: FitResult | None, as_of_date: date | str | None = None
+    *fits: FitResult | ModelStatus | None, as_of_date: date | str | None = None
 ) -> pd.DataFrame:
-    """Rows of ``marts.clv_model_params`` (``PARAM_COLUMNS``) for the given fits (None skipped)."""
+    """Rows of ``marts.clv_model_params`` (``PARAM_COLUMNS``); None is skipped.
+
+    A ``FitResult`` (or a ``ModelStatus`` with status ``fitted``) gives one row per parameter,
+    ``fit_status = 'fitted'`` and ``status_reason`` NULL. A ``ModelStatus`` that is not fitted
+    gives one row with ``parameter``, ``value`` and ``log_likelihood`` NULL, its status and
+    reason; when a fit was attempted and rejected, ``customers_used``, ``converged`` and
+    ``fit_method`` describe that fit, otherwise they are 0, NULL and NULL.
+    """
     rows = []
-    for fit in fits:
-        if fit is None:
+    for item in fits:
+        if item is None:
             continue
-        as_of = _as_date(as_of_date) if as_of_date is not None else fit.as_of_date
-        for name, value in fit.params.items():
-            rows.append(
-                {
-                    "model": fit.model,
-                    "parameter": name,
-                    "value": float(value),
-                    "time_unit": fit.time_unit,
-                    "as_of_date": as_of,
-                    "customers_used": int(fit.customers_used),
-                    "log_likelihood": float(fit.log_likelihood),
-                    "converged": bool(fit.converged),
-                    "fit_method": fit.method,
-                }
-            )
+        status = ModelStatus.fitted(item) if isinstance(item, FitResult) else item
+        fit = status.fit
+        as_of = _as_date(as_of_date) if as_of_date is not None else status.as_of_date
+        if as_of is None and fit is not None:
+            as_of = fit.as_of_date
+        common = {
+            "model": status.model,
+            "time_unit": status.time_unit if fit is None else fit.time_unit,
+            "as_of_date": as_of,
+            "customers_used": 0 if fit is None else int(fit.customers_used),
+            "converged": None if fit is None else bool(fit.converged),
+            "fit_method": None if fit is None else fit.method,
+            "fit_status": status.status,
+            "status_reason": status.reason,
+        }
+        if status.status == "fitted" and fit is not None:
+            for name, value in fit.params.items():
+                rows.append(
+                    {
+                        **common,
+                        "parameter": name,
+                        "value": float(value),
+                        "log_likelihood": float(fit.log_likelihood),
+                    }
+                )
+        else:
+            rows.append({**common, "parameter": None, "value": None, "log_likelihood": None})
     out = pd.DataFrame(rows, columns=list(PARAM_COLUMNS))
     out["as_of_date"] = pd.array(
         [None if v is None else pd.Timestamp(v).date() for v in out["as_of_date"]],
         dtype=pd.ArrowDtype(pa.date32()),
     )
-    return out.astype({"customers_used": "int64", "converged": "bool", "value": "float64"})
+    # Nullable types, so an all-NULL column still lands in DuckDB as VARCHAR/DOUBLE/BOOLEAN.
+    text = pd.ArrowDtype(pa.string())
+    return out.astype(
+        {
+            "model": text,
+            "parameter": text,
+            "value": "Float64",
+            "time_unit": text,
+            "customers_used": "int64",
+            "log_likelihood": "Float64",
+            "converged": "boolean",
+            "fit_method": text,
+            "fit_status": text,
+            "status_reason": text,
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1268,12 +1411,18 @@ def score_customers(
     return pd.concat(parts, ignore_index=True)
 
 
-def _empty_predictions() -> pd.DataFrame:
+def _empty_predictions(id_dtype: Any = None) -> pd.DataFrame:
+    """No rows, every column of ``PREDICTION_COLUMNS`` with a type DuckDB can store: text
+    columns are Arrow strings (an empty object column would become DuckDB's NULL type), and
+    ``customer_id`` keeps the input's type when that is not object."""
+    text = pd.ArrowDtype(pa.string())
     out = pd.DataFrame({c: pd.Series(dtype="float64") for c in PREDICTION_COLUMNS})
     for c in ("as_of_date", "predicted_next_purchase_date"):
         out[c] = pd.Series(pd.array([], dtype=pd.ArrowDtype(pa.date32())))
-    for c in ("customer_id", "churn_risk_band", "prediction_method"):
-        out[c] = pd.Series([], dtype=object)
+    for c in ("churn_risk_band", "prediction_method"):
+        out[c] = pd.Series([], dtype=text)
+    keep = id_dtype is not None and id_dtype != np.dtype(object)
+    out["customer_id"] = pd.Series([], dtype=id_dtype if keep else text)
     return out
 
 
@@ -1284,13 +1433,132 @@ def _empty_predictions() -> pd.DataFrame:
 
 @dataclass
 class PredictionRun:
-    """Result of ``run_predictions``: the two mart tables plus the fits behind them."""
+    """Result of ``run_predictions``: the two mart tables plus the fits behind them.
+
+    ``bg_fit``/``gg_fit`` are the fits used for scoring (None when that model is not used);
+    ``bg_status``/``gg_status`` say what happened to each model and why.
+    """
 
     predictions: pd.DataFrame
     params: pd.DataFrame
     scorer: Scorer
     bg_fit: FitResult | None
     gg_fit: FitResult | None
+    bg_status: ModelStatus | None = None
+    gg_status: ModelStatus | None = None
+
+    @property
+    def statuses(self) -> tuple[ModelStatus, ...]:
+        return tuple(s for s in (self.bg_status, self.gg_status) if s is not None)
+
+    @property
+    def uses_fitted_models(self) -> bool:
+        """True when both models were fitted and used (``prediction_method = 'bg_nbd'``)."""
+        return all(s.status == "fitted" for s in self.statuses)
+
+    @property
+    def fallback_reasons(self) -> dict[str, str]:
+        """Model name -> reason, for every model that was not fitted."""
+        return {s.model: s.reason or "" for s in self.statuses if s.status != "fitted"}
+
+
+@dataclass(frozen=True)
+class _Fits:
+    scorer: Scorer
+    bg: ModelStatus
+    gg: ModelStatus
+
+
+#: What each fallback does, appended to the reason of a model that is not used.
+_NAIVE_NOTE = (
+    "Predictions use the naive_rate fallback: each customer's own purchase rate, shrunk toward "
+    "the average customer, with spend per purchase day shrunk toward the average repeat spend."
+)
+_MEAN_SPEND_NOTE = (
+    "Spend per purchase day uses the bg_nbd_mean_spend fallback: the customer's average repeat "
+    "spend shrunk toward the average repeat spend."
+)
+_WAIT_NOTE = "The model is fitted automatically once the data meet the minimums."
+#: Numeric failures of the fitting library on degenerate data: a fallback, like a FitError.
+_FIT_LIBRARY_ERRORS = (ArithmeticError, np.linalg.LinAlgError)
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
+def _bg_requirements(
+    n: int,
+    n_repeat: int,
+    first_purchase: date | None,
+    as_of: date,
+    span_days: float,
+    min_customers: int,
+    min_repeat_customers: int,
+    min_history_days: float,
+) -> str | None:
+    """Why the BG/NBD is not attempted (None when the data meet every minimum)."""
+    if n == 0:
+        return (
+            "Not fitted: no customer has a purchase on or before the as-of date "
+            f"{as_of.isoformat()}, so there is nobody to predict (the predictions table is "
+            "empty). Check that orders were loaded and that they are not all refunded or "
+            "cancelled."
+        )
+    short = []
+    if n < min_customers:
+        short.append(
+            f"{_count(n, 'customer')} with a purchase (it needs at least {min_customers:,}, "
+            "min_customers)"
+        )
+    if n_repeat == 0:
+        short.append(
+            "nobody has bought on a second day yet, so repeat buying and dropout cannot be "
+            f"estimated (it needs at least {min_repeat_customers:,} repeat buyers, "
+            "min_repeat_customers)"
+        )
+    elif n_repeat < min_repeat_customers:
+        short.append(
+            f"{_count(n_repeat, 'repeat buyer')} (customers with purchases on two or more days; "
+            f"it needs at least {min_repeat_customers:,}, min_repeat_customers)"
+        )
+    if span_days < min_history_days:
+        short.append(
+            f"a purchase history of {_count(int(round(span_days)), 'day')} (first purchase "
+            f"{first_purchase}, as-of date {as_of}; it needs at least {min_history_days:g} "
+            "days, min_history_days, to tell slow buyers from customers who left)"
+        )
+    if not short:
+        return None
+    return "Not fitted: too little data for the BG/NBD: " + "; ".join(short) + ". "
+
+
+def _attempt_fit(
+    model: Literal["bg_nbd", "gamma_gamma"],
+    fit_fn: Callable[[], FitResult],
+    bounds: Mapping[str, tuple[float, float]] | None,
+    time_unit: str,
+    as_of: date,
+    note: str,
+) -> ModelStatus:
+    """Fit and validate one model; a ``FitError`` (or a numeric failure of the fitting
+    library) becomes status ``fallback`` with the message as the reason. Anything else (a
+    wrong option, a bug) propagates."""
+    name = "BG/NBD" if model == "bg_nbd" else "Gamma-Gamma"
+    fit: FitResult | None = None
+    try:
+        fit = fit_fn()
+        validate_fit(fit, bounds)
+    except FitError as exc:
+        reason = f"The {name} fit was rejected: {exc} {note}"
+    except _FIT_LIBRARY_ERRORS as exc:
+        reason = (
+            f"The {name} fit failed in the fitting library ({type(exc).__name__}: {exc}); "
+            f"the data are probably degenerate for this model. {note}"
+        )
+    else:
+        return ModelStatus.fitted(fit)
+    return ModelStatus(model, "fallback", time_unit, as_of, reason, fit)
 
 
 def fit_models(
@@ -1301,28 +1569,26 @@ def fit_models(
     method: FitMethod = "map",
     churn_thresholds: Mapping[str, float] | None = None,
     annual_discount_rate: float = 0.10,
-    min_customers: int = 200,
-    min_repeat_customers: int = 30,
+    min_customers: int = DEFAULT_MIN_CUSTOMERS,
+    min_repeat_customers: int = DEFAULT_MIN_REPEAT_CUSTOMERS,
     bounds: Mapping[str, tuple[float, float]] | None = None,
     mcmc_kwargs: Mapping[str, Any] | None = None,
     next_purchase_horizon_days: float = 365.0,
     max_fit_customers: int | None = None,
+    min_history_days: float = DEFAULT_MIN_HISTORY_DAYS,
 ) -> tuple[Scorer, FitResult | None, FitResult | None]:
     """Fit what the data support, validate, and build the ``Scorer`` (features in days).
 
-    * fewer than ``min_customers`` customers or ``min_repeat_customers`` repeat buyers: no fit,
-      ``naive_rate`` fallback;
-    * fewer than ``min_repeat_customers`` repeat buyers with a positive spend: BG/NBD only,
-      ``bg_nbd_mean_spend``;
-    * otherwise both models, each passed through ``validate_fit``; its ``FitError`` propagates
-      (a blocking failure: keep the previous predictions).
+    Returns the scorer and the fits it uses (None for a model that is not used); the rules are
+    those of ``run_predictions`` (module docstring, "Fallbacks"), which also reports each
+    model's status and reason. Never raises for a data reason.
 
     ``max_fit_customers``: fit on a random sample of that many customers (fixed seed 0) when
     there are more; everyone is still scored. ``customers_used`` then reports the sample size.
     The default (None) fits on everyone; see benchmarks/bench_predictions.py for the trade-off.
     """
     prepared = prepare_features(features, time_unit)
-    return _fit_models(
+    fits = _fit_models(
         prepared,
         _as_date(as_of_date),
         time_unit,
@@ -1335,7 +1601,9 @@ def fit_models(
         mcmc_kwargs,
         next_purchase_horizon_days,
         max_fit_customers,
+        min_history_days,
     )
+    return fits.scorer, fits.bg.used, fits.gg.used
 
 
 def _fit_models(
@@ -1351,35 +1619,89 @@ def _fit_models(
     mcmc_kwargs: Mapping[str, Any] | None,
     next_purchase_horizon_days: float,
     max_fit_customers: int | None = None,
-) -> tuple[Scorer, FitResult | None, FitResult | None]:
+    min_history_days: float = DEFAULT_MIN_HISTORY_DAYS,
+) -> _Fits:
+    """The fallback ladder of the module docstring. Option errors raise ``ValueError``."""
+    if method not in ("map", "mcmc"):
+        raise ValueError(f"method must be 'map' or 'mcmc', got {method!r}")
+    thresholds = validate_churn_thresholds(churn_thresholds)
     x = prepared["frequency"].to_numpy()
     m = prepared["monetary_value"].to_numpy()
+    T_days = prepared["T"].to_numpy() * TIME_UNITS[time_unit]
     n, n_repeat = len(prepared), int((x > 0).sum())
     spend_ok = (x > 0) & (m > 0)
-    bg_fit = gg_fit = None
-    if n >= min_customers and n_repeat >= min_repeat_customers:
-        fit_on = prepared
+    span_days = float(T_days.max()) if n else 0.0
+    first_purchase = as_of - timedelta(days=int(round(span_days))) if n else None
+
+    def status(model: Literal["bg_nbd", "gamma_gamma"], reason: str) -> ModelStatus:
+        return ModelStatus(model, "not_attempted", time_unit, as_of, reason)
+
+    short = _bg_requirements(
+        n,
+        n_repeat,
+        first_purchase,
+        as_of,
+        span_days,
+        min_customers,
+        min_repeat_customers,
+        min_history_days,
+    )
+    fit_on = prepared
+    if short is not None:
+        note = "" if n == 0 else f"{_NAIVE_NOTE} {_WAIT_NOTE}"
+        bg = status("bg_nbd", (short + note).strip())
+    else:
         if max_fit_customers is not None and n > max_fit_customers:
             fit_on = prepared.sample(n=max_fit_customers, random_state=0)
-        bg_fit = validate_fit(_fit_bg_nbd(fit_on, method, time_unit, as_of, mcmc_kwargs), bounds)
+        bg = _attempt_fit(
+            "bg_nbd",
+            lambda: _fit_bg_nbd(fit_on, method, time_unit, as_of, mcmc_kwargs),
+            bounds,
+            time_unit,
+            as_of,
+            _NAIVE_NOTE,
+        )
+    if bg.status != "fitted":
+        gg = status(
+            "gamma_gamma",
+            "Not fitted: no customer has a purchase, so there is no spend to model."
+            if n == 0
+            else "Not fitted because the BG/NBD was not fitted (see its row): the naive_rate "
+            "fallback estimates spend per purchase day as the customer's average repeat spend "
+            "shrunk toward the average repeat spend.",
+        )
+    else:
         fit_x, fit_m = fit_on["frequency"].to_numpy(), fit_on["monetary_value"].to_numpy()
-        if int(((fit_x > 0) & (fit_m > 0)).sum()) >= min_repeat_customers:
-            gg_fit = validate_fit(
-                _fit_gamma_gamma(fit_on, method, time_unit, as_of, mcmc_kwargs), bounds
+        n_spend = int(((fit_x > 0) & (fit_m > 0)).sum())
+        if n_spend < min_repeat_customers:
+            gg = status(
+                "gamma_gamma",
+                f"Not fitted: {_count(n_spend, 'repeat buyer')} with a positive repeat spend "
+                f"(Gamma-Gamma needs at least {min_repeat_customers:,}, min_repeat_customers). "
+                f"{_MEAN_SPEND_NOTE} {_WAIT_NOTE}",
+            )
+        else:
+            gg = _attempt_fit(
+                "gamma_gamma",
+                lambda: _fit_gamma_gamma(fit_on, method, time_unit, as_of, mcmc_kwargs),
+                bounds,
+                time_unit,
+                as_of,
+                _MEAN_SPEND_NOTE,
             )
     scorer = Scorer(
         as_of_date=as_of,
         time_unit=time_unit,
-        bg_params=None if bg_fit is None else dict(bg_fit.params),
-        gg_params=None if gg_fit is None else dict(gg_fit.params),
+        bg_params=None if bg.used is None else dict(bg.used.params),
+        gg_params=None if gg.used is None else dict(gg.used.params),
         mean_frequency=float(x.mean()) if n else 0.0,
         mean_T=float(prepared["T"].mean()) if n else 0.0,
         mean_spend=float(m[spend_ok].mean()) if spend_ok.any() else 0.0,
-        churn_thresholds=validate_churn_thresholds(churn_thresholds),
+        churn_thresholds=thresholds,
         annual_discount_rate=annual_discount_rate,
         next_purchase_horizon_days=next_purchase_horizon_days,
     )
-    return scorer, bg_fit, gg_fit
+    return _Fits(scorer, bg, gg)
 
 
 def run_predictions(
@@ -1391,22 +1713,26 @@ def run_predictions(
     churn_thresholds: Mapping[str, float] | None = None,
     annual_discount_rate: float = 0.10,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    min_customers: int = 200,
-    min_repeat_customers: int = 30,
+    min_customers: int = DEFAULT_MIN_CUSTOMERS,
+    min_repeat_customers: int = DEFAULT_MIN_REPEAT_CUSTOMERS,
     bounds: Mapping[str, tuple[float, float]] | None = None,
     mcmc_kwargs: Mapping[str, Any] | None = None,
     next_purchase_horizon_days: float = 365.0,
     max_fit_customers: int | None = None,
+    min_history_days: float = DEFAULT_MIN_HISTORY_DAYS,
 ) -> PredictionRun:
     """Fit, validate and score in one call: what the ``customer_predictions`` asset runs.
 
     ``features``: the input contract in days (DataFrame or DuckDB relation, e.g.
-    ``read_customer_features``'s result). Raises ``FitError`` before producing anything when a
-    fit fails, so the caller writes nothing and the previous tables stay.
+    ``read_customer_features``'s result). Never raises for a data reason: a model that cannot
+    be fitted meaningfully is replaced by its fallback and its status and reason are in
+    ``bg_status``/``gg_status`` and in ``params`` (module docstring, "Fallbacks"). Raises
+    ``ValueError`` for a broken input contract or a wrong option, and ``FitError`` only if
+    scoring produced a non-finite number (a bug: nothing should be written).
     """
     prepared = prepare_features(features, time_unit)
     as_of = _as_date(as_of_date)
-    scorer, bg_fit, gg_fit = _fit_models(
+    fits = _fit_models(
         prepared,
         as_of,
         time_unit,
@@ -1419,14 +1745,19 @@ def run_predictions(
         mcmc_kwargs,
         next_purchase_horizon_days,
         max_fit_customers,
+        min_history_days,
     )
-    predictions = score_customers(prepared, scorer, batch_size, prepared=True)
+    predictions = score_customers(prepared, fits.scorer, batch_size, prepared=True)
+    if predictions.empty:
+        predictions = _empty_predictions(prepared["customer_id"].dtype)
     return PredictionRun(
         predictions=predictions,
-        params=model_params_table(bg_fit, gg_fit, as_of_date=as_of),
-        scorer=scorer,
-        bg_fit=bg_fit,
-        gg_fit=gg_fit,
+        params=model_params_table(fits.bg, fits.gg, as_of_date=as_of),
+        scorer=fits.scorer,
+        bg_fit=fits.bg.used,
+        gg_fit=fits.gg.used,
+        bg_status=fits.bg,
+        gg_status=fits.gg,
     )
 
 
@@ -1525,14 +1856,19 @@ def backtest(
     method: FitMethod = "map",
     period_days: int = 7,
     churn_thresholds: Mapping[str, float] | None = None,
-    min_customers: int = 200,
-    min_repeat_customers: int = 30,
+    min_customers: int = DEFAULT_MIN_CUSTOMERS,
+    min_repeat_customers: int = DEFAULT_MIN_REPEAT_CUSTOMERS,
     bounds: Mapping[str, tuple[float, float]] | None = None,
+    min_history_days: float = DEFAULT_MIN_HISTORY_DAYS,
 ) -> pd.DataFrame:
     """Fit as of ``calibration_end``, predict (calibration_end, holdout_end], compare.
 
     ``transactions``: (customer_id, purchase_date, value); several rows on one day count as one
     purchase day. Customers whose first purchase is after ``calibration_end`` are not scored.
+    The calibration fit follows ``run_predictions``'s fallback rules (the minimums apply to
+    the calibration data), so the backtest measures whatever method the data allow. When
+    nobody bought on or before ``calibration_end`` the result is the one-row skipped table
+    (``backtest_status = 'skipped'``). ``run_backtest`` derives the windows from the data.
 
     Returns the long table ``marts.prediction_backtest`` (``BACKTEST_COLUMNS``):
 
@@ -1566,7 +1902,10 @@ def backtest(
     ``total_purchases_actual``, ``total_purchases_predicted``,
     ``total_purchases_relative_error`` ((predicted - actual) / actual), ``total_value_actual``,
     ``total_value_predicted`` (expected purchases x expected spend). Fitted parameters:
-    ``param_<name>``. A metric that is undefined (e.g. AUC when nobody bought) is left out.
+    ``param_<name>`` (fitted models only). A metric that is undefined (e.g. AUC when nobody
+    bought) is left out. ``backtest_status`` is ``ran`` on every row; ``status_reason`` is
+    NULL when both models were fitted on the calibration data, else the reasons of the models
+    that fell back (``prediction_method`` says which fallback was backtested).
     """
     cal_end, hold_end = _day_number(calibration_end), _day_number(holdout_end)
     if hold_end <= cal_end:
@@ -1579,9 +1918,16 @@ def backtest(
     days = _purchase_days(transactions)
     features = _summarize_days(days, cal_end)
     if features.empty:
-        raise ValueError(f"no customer bought on or before calibration_end {calibration_end}")
+        return _skipped_backtest(
+            _from_day_number(cal_end),
+            _from_day_number(hold_end),
+            time_unit,
+            f"Backtest skipped: no customer bought on or before calibration_end "
+            f"{_from_day_number(cal_end)}, so there is nobody to predict. It runs once purchases "
+            "before the holdout exist.",
+        )
     prepared = prepare_features(features, time_unit)
-    scorer, bg_fit, gg_fit = _fit_models(
+    fits = _fit_models(
         prepared,
         _from_day_number(cal_end),
         time_unit,
@@ -1593,7 +1939,11 @@ def backtest(
         bounds,
         None,
         365.0,
+        None,
+        min_history_days,
     )
+    scorer, bg_fit, gg_fit = fits.scorer, fits.bg.used, fits.gg.used
+    fallbacks = [s.reason for s in (fits.bg, fits.gg) if s.status != "fitted" and s.reason]
     ids = prepared["customer_id"].to_numpy()
     x = prepared["frequency"].to_numpy()
     tx = prepared["recency"].to_numpy()
@@ -1747,10 +2097,215 @@ def backtest(
     out.insert(1, "holdout_end", _from_day_number(hold_end))
     out.insert(2, "time_unit", time_unit)
     out.insert(3, "prediction_method", scorer.method)
+    out["backtest_status"] = "ran"
+    out["status_reason"] = "Calibration fit: " + " ".join(fallbacks) if fallbacks else None
+    return _backtest_types(out)
+
+
+def _backtest_types(out: pd.DataFrame) -> pd.DataFrame:
+    """The column order and types of ``prediction_backtest``, also for all-NULL columns."""
+    text = pd.ArrowDtype(pa.string())
     for c in ("calibration_end", "holdout_end", "period_start", "period_end"):
         out[c] = pd.array(list(out[c]), dtype=pd.ArrowDtype(pa.date32()))
-    out["period_index"] = out["period_index"].astype("Int64")
+    out = out.astype(
+        {
+            "time_unit": text,
+            "prediction_method": text,
+            "phase": text,
+            "metric": text,
+            "segment": text,
+            "period_index": "Int64",
+            "customers": "Int64",
+            "backtest_status": text,
+            "status_reason": text,
+        }
+    )
+    if out["value"].isna().any():
+        out["value"] = out["value"].astype("Float64")
     return out[list(BACKTEST_COLUMNS)]
+
+
+def _skipped_backtest(
+    calibration_end: date | None, holdout_end: date, time_unit: str, reason: str
+) -> pd.DataFrame:
+    """The one-row ``prediction_backtest`` of a skipped backtest: the windows (calibration_end
+    NULL when none could be derived), ``backtest_status = 'skipped'`` and the reason; every
+    metric column NULL."""
+    row: dict[str, Any] = {c: None for c in BACKTEST_COLUMNS}
+    row.update(
+        calibration_end=calibration_end,
+        holdout_end=holdout_end,
+        time_unit=time_unit,
+        backtest_status="skipped",
+        status_reason=reason,
+    )
+    out = pd.DataFrame([row], columns=list(BACKTEST_COLUMNS))
+    out["value"] = out["value"].astype("Float64")
+    return _backtest_types(out)
+
+
+@dataclass(frozen=True)
+class BacktestWindows:
+    """Windows derived from the data's span (``backtest_windows``).
+
+    ``history_days`` = as-of date - first purchase day. ``holdout_days`` = min(configured
+    holdout_days, floor(holdout_fraction * history_days)); ``calibration_end`` = as-of date -
+    holdout_days; ``holdout_end`` = the as-of date. ``skip_reason`` is None when the backtest
+    can run; ``calibration_end`` is None when there is no purchase at all.
+    """
+
+    first_purchase_date: date | None
+    as_of_date: date
+    history_days: int
+    holdout_days: int
+    calibration_end: date | None
+    holdout_end: date
+    min_history_days: int
+    skip_reason: str | None = None
+
+
+def min_backtest_history_days(
+    holdout_days: int = DEFAULT_HOLDOUT_DAYS,
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+    min_calibration_days: int = DEFAULT_MIN_CALIBRATION_DAYS,
+    min_holdout_days: int = DEFAULT_MIN_HOLDOUT_DAYS,
+) -> int:
+    """The shortest history (days from the first purchase to the as-of date) a backtest runs
+    on with these settings (134 days with the defaults)."""
+    if min_holdout_days > holdout_days:
+        raise ValueError(
+            f"min_holdout_days ({min_holdout_days}) is above holdout_days ({holdout_days}): no "
+            "history is long enough; lower min_holdout_days or raise holdout_days"
+        )
+    days = 0
+    while True:
+        hold = min(holdout_days, math.floor(days * holdout_fraction))
+        if hold >= min_holdout_days and days - hold >= min_calibration_days:
+            return days
+        days += 1
+
+
+def backtest_windows(
+    first_purchase_date: date | str | None,
+    as_of_date: date | str,
+    holdout_days: int = DEFAULT_HOLDOUT_DAYS,
+    *,
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+    min_calibration_days: int = DEFAULT_MIN_CALIBRATION_DAYS,
+    min_holdout_days: int = DEFAULT_MIN_HOLDOUT_DAYS,
+) -> BacktestWindows:
+    """Calibration and holdout windows from the data's span, or the reason to skip.
+
+    The holdout ends on the as-of date and lasts min(``holdout_days``, floor(
+    ``holdout_fraction`` x history days)) days, so a short history keeps most of its days for
+    the calibration fit. Skipped (``skip_reason`` set) when there is no purchase, or when the
+    holdout would be shorter than ``min_holdout_days`` or the calibration period shorter than
+    ``min_calibration_days`` (defaults: 28 and 90 days, i.e. at least 134 days of history).
+    """
+    if holdout_days < 1:
+        raise ValueError(f"holdout_days must be >= 1, got {holdout_days}")
+    if not 0 < holdout_fraction < 1:
+        raise ValueError(f"holdout_fraction must be between 0 and 1, got {holdout_fraction}")
+    as_of = _as_date(as_of_date)
+    needed = min_backtest_history_days(
+        holdout_days, holdout_fraction, min_calibration_days, min_holdout_days
+    )
+    if first_purchase_date is None:
+        return BacktestWindows(
+            None,
+            as_of,
+            0,
+            0,
+            None,
+            as_of,
+            needed,
+            f"Backtest skipped: no customer bought on or before the as-of date {as_of}. It "
+            f"runs once the purchase history covers at least {needed} days.",
+        )
+    first = _as_date(first_purchase_date)
+    history = (as_of - first).days
+    hold = min(holdout_days, math.floor(max(history, 0) * holdout_fraction))
+    reason = None
+    if hold < min_holdout_days or history - hold < min_calibration_days:
+        reason = (
+            f"Backtest skipped: the purchase history covers {_count(history, 'day')} (first "
+            f"purchase {first}, as-of date {as_of}); a backtest needs a calibration period of "
+            f"at least {min_calibration_days} days and a holdout of at least "
+            f"{min_holdout_days} days, and the holdout is at most {holdout_fraction:.0%} of the "
+            f"history (at most {holdout_days} days), so at least {needed} days of history. It "
+            "runs automatically once the history is long enough."
+        )
+    return BacktestWindows(
+        first, as_of, history, hold, as_of - timedelta(days=hold), as_of, needed, reason
+    )
+
+
+@dataclass
+class BacktestRun:
+    """Result of ``run_backtest``: the ``prediction_backtest`` table and how it came about."""
+
+    table: pd.DataFrame
+    windows: BacktestWindows
+
+    @property
+    def status(self) -> str:
+        return str(self.table["backtest_status"].iloc[0])
+
+    @property
+    def skipped(self) -> bool:
+        return self.status == "skipped"
+
+    @property
+    def reason(self) -> str | None:
+        value = self.table["status_reason"].iloc[0]
+        return None if pd.isna(value) else str(value)
+
+    @property
+    def prediction_method(self) -> str | None:
+        value = self.table["prediction_method"].iloc[0]
+        return None if pd.isna(value) else str(value)
+
+
+def run_backtest(
+    transactions: Any,
+    as_of_date: date | str,
+    *,
+    holdout_days: int = DEFAULT_HOLDOUT_DAYS,
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+    min_calibration_days: int = DEFAULT_MIN_CALIBRATION_DAYS,
+    min_holdout_days: int = DEFAULT_MIN_HOLDOUT_DAYS,
+    time_unit: TimeUnit = "day",
+    **backtest_kwargs: Any,
+) -> BacktestRun:
+    """The backtest the ``prediction_backtest`` asset runs: windows from the data's span
+    (``backtest_windows``; purchase days after the as-of date are ignored), then ``backtest``,
+    or the one-row skipped table with the reason. ``backtest_kwargs`` go to ``backtest``.
+    Never raises for a data reason."""
+    as_of = _as_date(as_of_date)
+    days = _purchase_days(transactions)
+    days = days[days["day"] <= _day_number(as_of)]
+    first = None if days.empty else _from_day_number(int(days["day"].min()))
+    windows = backtest_windows(
+        first,
+        as_of,
+        holdout_days,
+        holdout_fraction=holdout_fraction,
+        min_calibration_days=min_calibration_days,
+        min_holdout_days=min_holdout_days,
+    )
+    if windows.skip_reason is not None:
+        table = _skipped_backtest(None, as_of, time_unit, windows.skip_reason)
+        return BacktestRun(table, windows)
+    assert windows.calibration_end is not None
+    renamed = days.assign(purchase_date=pd.to_datetime(days["day"], unit="D"))
+    table = backtest(
+        renamed[["customer_id", "purchase_date", "value"]],
+        windows.calibration_end,
+        as_of,
+        time_unit,
+        **backtest_kwargs,
+    )
+    return BacktestRun(table, windows)
 
 
 # --------------------------------------------------------------------------------------------

@@ -398,10 +398,13 @@ def test_unfittable_data_raises_fit_error_with_a_reason():
     assert not fit.converged
     with pytest.raises(P.FitError, match=r"parameter r .* nobody buys again"):
         P.validate_fit(fit)
-    # run_predictions routes such data to the documented fallback before fitting.
+    # run_predictions routes such data to the documented fallback before fitting, and says so
+    # in clv_model_params (one status row per model, no parameter values).
     run = P.run_predictions(only_once, AS_OF)
     assert (run.predictions["prediction_method"] == "naive_rate").all()
-    assert run.params.empty
+    assert run.params["fit_status"].tolist() == ["not_attempted", "not_attempted"]
+    assert run.params["value"].isna().all()
+    assert "nobody has bought on a second day" in run.params["status_reason"].iloc[0]
 
 
 def test_heavy_tailed_spend_fails_gamma_gamma_check():
@@ -622,7 +625,12 @@ def test_thin_customers_get_values_not_nan(scorer):
 def test_too_few_customers_use_the_naive_fallback():
     few = P.simulate_bg_nbd(50, TRUTH, gg_params=GG_TRUTH, seed=9)
     run = P.run_predictions(few, AS_OF)
-    assert run.bg_fit is None and run.gg_fit is None and run.params.empty
+    assert run.bg_fit is None and run.gg_fit is None
+    # No parameters, but one status row per model with the reason.
+    assert run.params["model"].tolist() == ["bg_nbd", "gamma_gamma"]
+    assert run.params["parameter"].isna().all() and run.params["value"].isna().all()
+    assert set(run.params["fit_status"]) == {"not_attempted"}
+    assert "50 customers with a purchase" in run.params["status_reason"].iloc[0]
     out = run.predictions
     assert len(out) == 50 and (out["prediction_method"] == "naive_rate").all()
     assert np.isfinite(out.select_dtypes("number").to_numpy()).all()

@@ -1,19 +1,27 @@
 """Purchase predictions (``customer_warehouse.predictions``): BG/NBD + Gamma-Gamma.
 
 * ``customer_predictions`` (multi-asset ``marts/customer_predictions`` + ``marts/
-  clv_model_params``): fit, validate, score. ``run_predictions`` raises ``FitError`` before
-  anything is written when a fit does not converge or is absurd; the asset then reports the
-  blocking check ``model_fit_is_sane`` as failed with that message, writes nothing and fails
-  (not retried), so the previous predictions stay and nothing downstream runs.
-* ``prediction_backtest`` (``marts/prediction_backtest``): fit as of ``as-of − holdout_days``,
-  predict the holdout, compare. A separate step: a backtest problem never blocks predictions.
+  clv_model_params``): fit, validate, score. A model that cannot be fitted meaningfully (too
+  little history, too few (repeat) buyers, estimates at the edge of the parameter space, no
+  convergence) is not an error: the predictions use the documented fallback, every model's
+  ``fit_status`` and ``status_reason`` are written to ``clv_model_params``, logged, shown in the
+  materialization metadata, and the WARN check ``predictions_use_fitted_models`` fails with the
+  reason while the run goes on. The blocking checks (``model_fit_is_sane``,
+  ``one_prediction_per_customer``, ``predictions_are_finite``) catch bugs only; if scoring ever
+  produced a non-finite number, nothing is written and the step fails.
+* ``prediction_backtest`` (``marts/prediction_backtest``): windows from the data's span (holdout
+  = min(holdout_days, holdout_fraction x history) before the as-of date), fit on the
+  calibration period, predict the holdout, compare. Too short a history: the backtest is
+  skipped, the table holds one ``skipped`` row with the reason, and the WARN check
+  ``backtest_ran`` fails. A separate step: a backtest problem never blocks predictions.
 
 Both tables of a step are replaced in one transaction. The churn thresholds come from the
-seed ``churn_risk_bands``.
+seed ``churn_risk_bands``. Missing or broken input tables still fail at once
+(``fail_fast_on_data_errors``).
 """
 
 from collections.abc import Mapping
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 import duckdb
@@ -29,9 +37,12 @@ from orchestration.defs.metadata import (
     value_counts,
 )
 from orchestration.defs.predictions.checks import (
+    BACKTEST_CHECK_SPECS,
     PREDICTION_CHECK_SPECS,
+    backtest_check_result,
     evaluate_prediction_checks,
     fit_check_result,
+    fitted_models_check_result,
 )
 from orchestration.defs.resources import (
     LOCK_RETRY,
@@ -60,10 +71,20 @@ class PredictionsConfig(dg.Config):
     batch_size: int = predictions.DEFAULT_BATCH_SIZE
     #: Per-parameter [low, high] replacing predictions.DEFAULT_BOUNDS (stricter sanity).
     sane_bounds: dict[str, list[float]] = {}
+    #: Minimums below which no fit is attempted (fallback naive_rate / bg_nbd_mean_spend).
+    min_customers: int = predictions.DEFAULT_MIN_CUSTOMERS
+    min_repeat_customers: int = predictions.DEFAULT_MIN_REPEAT_CUSTOMERS
+    min_history_days: int = predictions.DEFAULT_MIN_HISTORY_DAYS
 
 
 class BacktestConfig(dg.Config):
-    holdout_days: int = 182
+    """Backtest windows (``predictions.backtest_windows``): holdout = min(holdout_days,
+    holdout_fraction x history days); skipped below the two minimums."""
+
+    holdout_days: int = predictions.DEFAULT_HOLDOUT_DAYS
+    holdout_fraction: float = predictions.DEFAULT_HOLDOUT_FRACTION
+    min_calibration_days: int = predictions.DEFAULT_MIN_CALIBRATION_DAYS
+    min_holdout_days: int = predictions.DEFAULT_MIN_HOLDOUT_DAYS
     period_days: int = 7
     time_unit: str = "day"
 
@@ -111,13 +132,15 @@ def replace_tables(con: duckdb.DuckDBPyConnection, frames: Mapping[str, pd.DataF
             description="One row per customer who bought: P(alive), expected purchases "
             "30/90/365 days, expected order value, 12-month CLV, next purchase date, churn band.",
             deps=[table_key(t) for t in (FEATURES_TABLE, AS_OF_TABLE, CHURN_BANDS_TABLE)],
-            skippable=True,  # not written when the fit check fails
+            skippable=True,  # not written when scoring fails (a bug, see the docstring)
         ),
         dg.AssetSpec(
             key=table_key(PARAMS_TABLE),
             group_name="marts",
             kinds=KINDS,
-            description="Fitted BG/NBD and Gamma-Gamma parameters, log-likelihood, convergence.",
+            description="Fitted BG/NBD and Gamma-Gamma parameters, log-likelihood, "
+            "convergence, and each model's fit_status and status_reason (one row per model "
+            "when it was not fitted).",
             deps=[table_key(FEATURES_TABLE)],
             skippable=True,
         ),
@@ -136,7 +159,8 @@ def customer_predictions(
             as_of = read_as_of_date(con)
             features = predictions.read_customer_features(con, FEATURES_TABLE)
             thresholds = read_churn_thresholds(con)
-        fit_error: str | None = None
+        bounds = {k: (v[0], v[1]) for k, v in config.sane_bounds.items()} or None
+        scoring_error: str | None = None
         with fail_fast_on_data_errors("Fitting the purchase models"):
             try:
                 run = predictions.run_predictions(
@@ -147,16 +171,21 @@ def customer_predictions(
                     churn_thresholds=thresholds,
                     batch_size=config.batch_size,
                     max_fit_customers=config.max_fit_customers or None,
-                    bounds={k: (v[0], v[1]) for k, v in config.sane_bounds.items()} or None,
+                    bounds=bounds,
+                    min_customers=config.min_customers,
+                    min_repeat_customers=config.min_repeat_customers,
+                    min_history_days=config.min_history_days,
                 )
             except predictions.FitError as exc:
-                fit_error = str(exc)
-        if fit_error is not None:
+                # Fits that are not meaningful fall back inside run_predictions; a FitError
+                # here means scoring produced a non-finite number, which is a bug.
+                scoring_error = str(exc)
+        if scoring_error is not None:
             # The failed check is recorded, the step fails with the reason, nothing is
             # written (the previous predictions stay) and nothing downstream runs.
-            yield fit_check_result(None, error=fit_error)
+            yield fit_check_result(None, error=scoring_error)
             raise dg.Failure(
-                description=f"Predictions not updated: {fit_error}", allow_retries=False
+                description=f"Predictions not updated: {scoring_error}", allow_retries=False
             )
         replace_tables(con, {PREDICTIONS_TABLE: run.predictions, PARAMS_TABLE: run.params})
         predictions_meta = table_metadata(con, PREDICTIONS_TABLE, with_preview=True)
@@ -164,12 +193,26 @@ def customer_predictions(
         bands = value_counts(con, PREDICTIONS_TABLE, "churn_risk_band")
         methods = value_counts(con, PREDICTIONS_TABLE, "prediction_method")
         checks = evaluate_prediction_checks(con, PREDICTIONS_TABLE, expected_rows=len(features))
+        fit_check = fit_check_result(run, bounds=bounds, con=con, params_table=PARAMS_TABLE)
+    for model, reason in run.fallback_reasons.items():
+        context.log.warning(f"{model}: {reason}")
+    status_meta = {
+        "prediction_method": dg.MetadataValue.text(run.scorer.method),
+        **{f"{s.model}_fit_status": dg.MetadataValue.text(s.status) for s in run.statuses},
+        "status_reasons": dg.MetadataValue.md(
+            markdown_table(
+                ["model", "fit_status", "status_reason"],
+                [(s.model, s.status, s.reason or "") for s in run.statuses],
+            )
+        ),
+    }
     common = {"as_of_date": dg.MetadataValue.text(as_of.isoformat())}
     yield dg.MaterializeResult(
         asset_key=table_key(PREDICTIONS_TABLE),
         metadata={
             **predictions_meta,
             **common,
+            **status_meta,
             "churn_risk_band_counts": dg.MetadataValue.md(
                 counts_markdown(bands, "churn_risk_band", "customers")
             ),
@@ -179,24 +222,25 @@ def customer_predictions(
             "total_clv_12m": dg.MetadataValue.float(float(run.predictions["clv_12m"].sum())),
         },
     )
+    fitted = run.params[run.params["fit_status"] == "fitted"]
     yield dg.MaterializeResult(
         asset_key=table_key(PARAMS_TABLE),
         metadata={
             **params_meta,
             **common,
+            **status_meta,
             "parameters": dg.MetadataValue.md(
                 markdown_table(
                     ["model", "parameter", "value", "converged"],
-                    run.params[["model", "parameter", "value", "converged"]].itertuples(
-                        index=False
-                    ),
+                    fitted[["model", "parameter", "value", "converged"]].itertuples(index=False),
                 )
-                if not run.params.empty
-                else "no model fitted (fallback: too little history)"
+                if not fitted.empty
+                else f"no model fitted (fallback {run.scorer.method}): see status_reasons"
             ),
         },
     )
-    yield fit_check_result(run)
+    yield fit_check
+    yield fitted_models_check_result(run)
     yield from checks
 
 
@@ -205,10 +249,13 @@ def customer_predictions(
     group_name="marts",
     kinds=KINDS,
     deps=[table_key(t) for t in (PURCHASE_DAYS_TABLE, AS_OF_TABLE, CHURN_BANDS_TABLE)],
+    check_specs=BACKTEST_CHECK_SPECS,
     pool=WRITER_POOL,
     retry_policy=LOCK_RETRY,
-    description="Calibration/holdout backtest of the purchase models: fit as of the as-of date "
-    "minus holdout_days, predict the holdout, compare with what happened.",
+    description="Calibration/holdout backtest of the purchase models: the holdout is the last "
+    "min(holdout_days, a third of the history) days before the as-of date; fit on the rest, "
+    "predict the holdout, compare with what happened. Skipped with a reason (one 'skipped' row) "
+    "when the history is too short.",
 )
 def prediction_backtest(
     context: dg.AssetExecutionContext, config: BacktestConfig, warehouse: WarehouseResource
@@ -216,34 +263,52 @@ def prediction_backtest(
     with warehouse.connect() as con:
         with fail_fast_on_data_errors("The prediction backtest"):
             as_of = read_as_of_date(con)
-            calibration_end = as_of - timedelta(days=config.holdout_days)
             transactions = con.execute(
                 f"select customer_id, purchase_date, revenue as value from {PURCHASE_DAYS_TABLE}"
             ).df()
-            table = predictions.backtest(
+            bt = predictions.run_backtest(
                 transactions,
-                calibration_end,
                 as_of,
-                config.time_unit,
+                holdout_days=config.holdout_days,
+                holdout_fraction=config.holdout_fraction,
+                min_calibration_days=config.min_calibration_days,
+                min_holdout_days=config.min_holdout_days,
+                time_unit=config.time_unit,
                 period_days=config.period_days,
                 churn_thresholds=read_churn_thresholds(con),
             )
-            replace_tables(con, {BACKTEST_TABLE: table})
+            replace_tables(con, {BACKTEST_TABLE: bt.table})
         metadata = table_metadata(con, BACKTEST_TABLE)
-    headline = table[
-        (table["phase"] == "holdout") & (table["segment"] == "all") & (table["period_index"].isna())
-    ][["metric", "value", "customers"]]
-    context.log.info(f"Backtest {calibration_end} → {as_of}: {len(table)} rows")
-    return dg.MaterializeResult(
-        metadata={
-            **metadata,
-            "as_of_date": dg.MetadataValue.text(as_of.isoformat()),
-            "calibration_end": dg.MetadataValue.text(calibration_end.isoformat()),
-            "holdout_metrics": dg.MetadataValue.md(
-                markdown_table(
-                    ["metric", "value", "customers"],
-                    [(m, f"{v:.4g}", c) for m, v, c in headline.itertuples(index=False)],
-                )
-            ),
-        }
-    )
+    table, w = bt.table, bt.windows
+    metadata = {
+        **metadata,
+        "as_of_date": dg.MetadataValue.text(as_of.isoformat()),
+        "backtest_status": dg.MetadataValue.text(bt.status),
+        "status_reason": dg.MetadataValue.text(bt.reason or ""),
+        "history_days": dg.MetadataValue.int(w.history_days),
+        "holdout_days": dg.MetadataValue.int(w.holdout_days),
+        "calibration_end": dg.MetadataValue.text(
+            "" if w.calibration_end is None else w.calibration_end.isoformat()
+        ),
+    }
+    if bt.skipped:
+        context.log.warning(bt.reason or "Backtest skipped")
+    else:
+        headline = table[
+            (table["phase"] == "holdout")
+            & (table["segment"] == "all")
+            & (table["period_index"].isna())
+        ][["metric", "value", "customers"]]
+        context.log.info(
+            f"Backtest {w.calibration_end} → {as_of} ({bt.prediction_method}): {len(table)} rows"
+        )
+        if bt.reason:
+            context.log.warning(bt.reason)
+        metadata["prediction_method"] = dg.MetadataValue.text(bt.prediction_method or "")
+        metadata["holdout_metrics"] = dg.MetadataValue.md(
+            markdown_table(
+                ["metric", "value", "customers"],
+                [(m, f"{v:.4g}", c) for m, v, c in headline.itertuples(index=False)],
+            )
+        )
+    return dg.MaterializeResult(metadata=metadata, check_results=[backtest_check_result(bt)])
