@@ -5,8 +5,9 @@ concurrency pool ``duckdb_writer`` (limit 1 in ``orchestration/dagster.yaml``), 
 waits for the pool instead of failing on the file lock. What can still hold the lock is a
 process outside Dagster (a DuckDB shell, a notebook, a plain ``dbt build``): that is the one
 failure a retry can fix, so only lock conflicts are retried (:data:`LOCK_RETRY`). Everything
-else -- a broken raw file, a failed dbt test, a model fit that does not converge -- is a data
-error that fails at once with its message (:func:`fail_fast_on_data_errors`).
+else -- a broken raw file, a failed dbt test -- is a data error that fails at once with its
+message (:func:`fail_fast_on_data_errors`). (A model fit that cannot be trusted is not an
+error: the prediction asset falls back and says why, docs/predictions.md.)
 """
 
 from __future__ import annotations
