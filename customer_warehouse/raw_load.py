@@ -65,6 +65,8 @@ BAD_QUOTING = "bad_quoting"
 # it); a longer record is almost always a quote that is never closed.
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 HEAD_BYTES = 1024 * 1024  # read to detect the encoding and to find the header line
+# Auto-detected GB18030 must look like Chinese text (see _gb2312_share).
+MIN_GB2312_SHARE = 0.8
 CHUNK_BYTES = 4 * 1024 * 1024  # streaming transcoding and scanning
 DELIMITERS: tuple[tuple[str, str], ...] = (
     (",", "comma"),
@@ -300,7 +302,45 @@ def _choose_encoding(
             f"from line {error.line} on (see them with `sed -n '{error.line}p' {path.name}`). "
             "Nothing was loaded."
         )
+    share = _gb2312_share(path, error.offset)
+    if share is not None and share < MIN_GB2312_SHARE:
+        raise RawDataError(
+            f"{path.name}: line {error.line} (byte {error.offset}) is not valid UTF-8, and "
+            f"read as GB18030 only {share:.0%} of its non-ASCII characters from there on are "
+            "common Chinese characters: the file is in another encoding (Latin-1 'très' "
+            f"would read as 'tr鑣'). Fix: set {variable} to the file's encoding (for example "
+            "cp1252, latin-1, big5, or gbk for traditional characters in a GBK export), or "
+            f"convert it to UTF-8: {_iconv_hint(path)}. Nothing was loaded."
+        )
     return "gb18030", "GB18030", f"detected: not UTF-8 from line {error.line}"
+
+
+def _gb2312_share(path: Path, offset: int) -> float | None:
+    """Of the non-ASCII characters in 64 KB read as GB18030 from the line holding `offset`,
+    the share that GB2312 (the common simplified characters) has; None when that sample does
+    not decode (the transcoding reports the byte) or holds no such character.
+
+    Real Chinese text scores above 0.95; Latin-1 or Big5 bytes that happen to decode as
+    GB18030 land in its rare extension areas and score far lower."""
+    with path.open("rb") as handle:
+        handle.seek(max(0, offset - 4096))
+        before = handle.read(min(offset, 4096))
+        sample = before[before.rfind(b"\n") + 1 :] + handle.read(65536)
+    try:
+        text = codecs.getincrementaldecoder("gb18030")("strict").decode(sample, False)
+    except UnicodeDecodeError:
+        return None
+    wide = [c for c in text if ord(c) > 127]
+    if not wide:
+        return None
+    common = 0
+    for character in wide:
+        try:
+            character.encode("gb2312")
+            common += 1
+        except UnicodeEncodeError:
+            pass
+    return common / len(wide)
 
 
 def _head_text(path: Path, head: bytes, plan: _CsvPlan, variable: str) -> str:

@@ -243,6 +243,27 @@ def test_gb18030_after_a_long_ascii_start_is_still_detected(tmp_path):
     assert "read as GB18030 (detected: not UTF-8 from line 100002)" in "\n".join(lines)
 
 
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        (f"{ORDER_HEADER}\n1,très bien,2025-01-01,10\n", "latin-1"),  # decodes as GB18030
+        (f"{ORDER_HEADER}\n1,張偉 廣東省 台北市,2025-01-01,10\n", "big5"),
+    ],
+    ids=["latin-1", "big5"],
+)
+def test_text_that_only_happens_to_decode_as_gb18030_stops(tmp_path, text, encoding):
+    data = text.encode(encoding)
+    data.decode("gb18030")  # the trap: it does decode
+    first_non_ascii = next(i for i, byte in enumerate(data) if byte > 127)
+    message = _stop(_raw_dir(tmp_path, orders_csv=data), tmp_path)
+    assert message.startswith(
+        f"orders.csv: line 2 (byte {first_non_ascii}) is not valid UTF-8, and read as GB18030"
+    )
+    assert "set CW_RAW_ENCODING_ORDERS to the file's encoding" in message
+    _load(tmp_path / "raw", tmp_path / "w.duckdb", orders=encoding)  # the fix works
+    assert _rows(tmp_path / "w.duckdb", "orders", "customer_id") == [(text.split(",")[4],)]
+
+
 def test_utf16_with_bom_excel_unicode_text_loads(tmp_path):
     text = _csv_text(TRICKY_CUSTOMERS, "\t")
     orders = f"{ORDER_HEADER}\n1,c1,2025-01-01,10\n"
