@@ -36,7 +36,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,7 +382,8 @@ def _split_header(line: str, spec: SourceSpec | None) -> tuple[str, list[str]]:
     every required column; failing that, the one that gives the most columns."""
     splits = []
     for delimiter, _ in DELIMITERS:
-        names = [_normalize_name(n) for n in next(csv.reader([line], delimiter=delimiter))]
+        cells = next(csv.reader([line], delimiter=delimiter, strict=False), [])
+        names = [_normalize_name(n) for n in cells]
         if spec is not None and all(c in names for c in spec.required):
             return delimiter, names
         splits.append((delimiter, names))
@@ -423,7 +424,7 @@ def _plan_csv(path: Path, spec: SourceSpec, setting: str) -> _CsvPlan:
             f"({', '.join(spec.required)}, ...), so an empty file is taken for a failed "
             f"export. Fix: {fix}. Nothing was loaded."
         )
-    line = text.split("\n", 1)[0].rstrip("\r")
+    line = re.split("\r\n|\r|\n", text, maxsplit=1)[0]
     if not line.strip():
         raise RawDataError(
             f"{path.name}: line 1 is empty. Fix: put the header row, the column names "
@@ -442,8 +443,9 @@ def _csv_header(path: Path, spec: SourceSpec | None = None) -> list[str]:
 def _check_columns(
     path: Path, spec: SourceSpec, columns: list[str], delimiter: str = ","
 ) -> list[str]:
-    """Return the columns that are not in the contract (ignored, reported)."""
-    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    """Return the columns that are not in the contract (ignored, reported; a column without a
+    name, as a trailing delimiter makes, as `(column N without a name)`)."""
+    duplicated = sorted({c for c in columns if c and columns.count(c) > 1})
     if duplicated:
         raise RawDataError(
             f"{path.name}: column(s) {', '.join(duplicated)} appear more than once in the "
@@ -462,7 +464,11 @@ def _check_columns(
             f"{', '.join(columns) or 'none'}).{split} Fix: add them, or rename the matching "
             "columns; the contract is in docs/raw-data.md."
         )
-    return [c for c in columns if c not in spec.columns]
+    return [
+        c or f"(column {i} without a name)"
+        for i, c in enumerate(columns, start=1)
+        if c not in spec.columns
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,8 +565,16 @@ def _transcode(path: Path, plan: _CsvPlan, target: Path, setting_variable: str) 
                 return
 
 
+def _line_break(path: Path) -> bytes:
+    """b"\\n" (LF or CRLF line ends), or b"\\r" for a file whose lines end in CR only."""
+    with path.open("rb") as handle:
+        head = handle.read(HEAD_BYTES)
+    return b"\r" if b"\r" in head and b"\n" not in head else b"\n"
+
+
 def _line_at(path: Path, offset: int) -> int:
     """The 1-based line number of the byte at `offset`."""
+    line_break = _line_break(path)
     count = 0
     position = 0
     with path.open("rb") as handle:
@@ -568,9 +582,24 @@ def _line_at(path: Path, offset: int) -> int:
             chunk = handle.read(min(CHUNK_BYTES, offset - position))
             if not chunk:
                 break
-            count += chunk.count(b"\n")
+            count += chunk.count(line_break)
             position += len(chunk)
     return count + 1
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """The file's lines, each with its line break."""
+    line_break = _line_break(path)
+    with path.open("rb") as handle:
+        if line_break == b"\n":
+            yield from handle
+            return
+        rest = b""
+        while chunk := handle.read(CHUNK_BYTES):
+            *lines, rest = (rest + chunk).split(line_break)
+            yield from (line + line_break for line in lines)
+        if rest:
+            yield rest
 
 
 def _blank_lines_before(path: Path, offsets: Sequence[int]) -> list[int]:
@@ -585,18 +614,17 @@ def _blank_lines_before(path: Path, offsets: Sequence[int]) -> list[int]:
     position = 0
     blanks = 0
     in_quotes = False
-    with path.open("rb") as handle:
-        for line in handle:
-            while target is not None and target < position + len(line):
-                counts.append(blanks)
-                target = next(targets, None)
-            if target is None:
-                break
-            if not in_quotes and not line.strip(b"\r\n"):
-                blanks += 1
-            if line.count(b'"') % 2:
-                in_quotes = not in_quotes
-            position += len(line)
+    for line in _lines(path):
+        while target is not None and target < position + len(line):
+            counts.append(blanks)
+            target = next(targets, None)
+        if target is None:
+            break
+        if not in_quotes and not line.strip(b"\r\n"):
+            blanks += 1
+        if line.count(b'"') % 2:
+            in_quotes = not in_quotes
+        position += len(line)
     counts.extend(blanks for _ in range(len(offsets) - len(counts)))
     return counts
 
@@ -838,12 +866,28 @@ def _load_parquet(con: duckdb.DuckDBPyConnection, item: _Planned) -> None:
             select_list.append(f"{_parquet_text(column, item.parquet_types[column])} as {column}")
         else:
             select_list.append(f"cast(null as varchar) as {column}")
-    reader = f"read_parquet('{_sql_path(item.path)}', file_row_number = true)"
-    con.execute(
-        f"create or replace temp view _loading as select {', '.join(select_list)}, "
-        "file_row_number + 1 as _source_row, cast(null as varchar) as _load_error, "
-        f"cast(null as varchar) as _raw_line from {reader}"
-    )
+    columns = ", ".join(select_list)
+    empty_load_columns = "cast(null as varchar) as _load_error, cast(null as varchar) as _raw_line"
+    path = _sql_path(item.path)
+    try:
+        if "file_row_number" not in item.parquet_types:
+            con.execute(
+                f"create or replace temp view _loading as select {columns}, "
+                f"file_row_number + 1 as _source_row, {empty_load_columns} "
+                f"from read_parquet('{path}', file_row_number = true)"
+            )
+            return
+        # The file has a column of that name: number the rows by their order of insertion.
+        con.execute(
+            f"create or replace temp table _cw_good as select {columns} from read_parquet('{path}')"
+        )
+        con.execute(
+            f"create or replace temp view _loading as select *, rowid - (select "
+            f"coalesce(min(rowid), 0) from _cw_good) + 1 as _source_row, {empty_load_columns} "
+            "from _cw_good"
+        )
+    except duckdb.Error as exc:
+        raise RawDataError(_explain_read_error(item.path, exc)) from None
 
 
 def _load_empty(con: duckdb.DuckDBPyConnection, spec: SourceSpec) -> None:

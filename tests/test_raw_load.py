@@ -377,6 +377,23 @@ def test_many_records_with_ragged_rows_and_blank_lines_match_python_csv(tmp_path
     _assert_matches_python_csv(tmp_path / "w.duckdb", "orders", text)
 
 
+def test_cr_only_line_ends_and_unnamed_trailing_columns(tmp_path):
+    """Old Mac exports end lines in CR only; a trailing delimiter makes nameless columns."""
+    text = (
+        f"{ORDER_HEADER},,\r1,c1,2025-01-01,10,,\r\r2,c2,2025-01-02\r"
+        '"3\r\r",c3,2025-01-03,12,,\r\r4,c4\r5,c5,2025-01-05,14,,\r'
+    )
+    raw = _raw_dir(tmp_path, orders_csv=text.encode())
+    log: list[str] = []
+    results = _load(raw, tmp_path / "w.duckdb", log=log.append)
+    _assert_matches_python_csv(tmp_path / "w.duckdb", "orders", text)
+    assert results[0].ignored_columns == [
+        "(column 5 without a name)",
+        "(column 6 without a name)",
+    ]
+    assert "(first: line 4, too_few_fields)" in "\n".join(log)
+
+
 def test_a_file_where_no_row_fits_the_header_stops(tmp_path):
     raw = _raw_dir(
         tmp_path, orders_csv=f"{ORDER_HEADER}\n1;c1;2025-01-01;10\n2;c2;2025-01-01;10\n".encode()
@@ -630,6 +647,17 @@ def test_parquet_nested_or_binary_contract_column_stops(tmp_path, column, array,
     message = _stop(raw, tmp_path)
     assert f"orders.parquet: column {column} has the type {shown}" in message
     assert "Fix: re-export" in message
+
+
+def test_parquet_with_a_file_row_number_column_is_numbered_by_position(tmp_path):
+    columns = {c: pa.array(["b", "a"]) for c in ORDER_HEADER.split(",")}
+    columns["file_row_number"] = pa.array([7, 3])
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pq.write_table(pa.table(columns), raw / "orders.parquet")
+    results = _load(raw, tmp_path / "w.duckdb")
+    assert results[0].ignored_columns == ["file_row_number"]
+    assert _rows(tmp_path / "w.duckdb", "orders", "_source_row, order_id") == [(1, "b"), (2, "a")]
 
 
 def test_unreadable_parquet_stops(tmp_path):
