@@ -176,11 +176,11 @@ class LoadedSource:
 
 @dataclass
 class _CsvPlan:
-    """How one CSV file is read: decided from its first megabyte before anything is loaded."""
+    """How one CSV file is read: decided before anything is loaded."""
 
     encoding: str  # a Python codec name; "utf-8" is read by DuckDB directly
     encoding_label: str  # for the log and the manifest: "UTF-8 with BOM", "GB18030", ...
-    encoding_how: str  # "detected" or the variable that set it
+    encoding_how: str  # "detected...", or "configured: <variable>..."
     delimiter: str
     columns: list[str]
 
@@ -907,7 +907,8 @@ def _load_empty(con: duckdb.DuckDBPyConnection, spec: SourceSpec) -> None:
 def plan_load(
     con: duckdb.DuckDBPyConnection, raw_dir: Path, encodings: Mapping[str, str]
 ) -> list[_Planned]:
-    """Check every file's structure (header, encoding of its head, Parquet schema)."""
+    """Check every file's structure before loading any: header and columns, encoding (the
+    whole file when it is detected), Parquet schema and types."""
     plan: list[_Planned] = []
     for spec in SOURCES:
         path = find_source_file(raw_dir, spec)
