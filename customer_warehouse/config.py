@@ -1,10 +1,12 @@
 """Settings from the environment, checked once, with errors that say what to do.
 
-| variable            | default                                   |
-|---------------------|-------------------------------------------|
-| CW_RAW_DIR          | <project>/data/demo (demo data)           |
-| CW_WAREHOUSE_PATH   | <project>/data/warehouse.duckdb           |
-| CW_AS_OF_DATE       | unset: the last accepted order date       |
+| variable                 | default                                             |
+|--------------------------|-----------------------------------------------------|
+| CW_RAW_DIR               | <project>/data/demo (demo data)                     |
+| CW_WAREHOUSE_PATH        | <project>/data/warehouse.duckdb                     |
+| CW_AS_OF_DATE            | unset: the last accepted order date                 |
+| CW_RAW_ENCODING          | auto: UTF-8, UTF-16 with BOM or GB18030, per file   |
+| CW_RAW_ENCODING_<SOURCE> | CW_RAW_ENCODING, for one raw file (e.g. ..._ORDERS) |
 
 A variable set by the caller always wins over the default. An invalid value raises
 `ConfigError` naming the variable and the fix, before anything is read or written.
@@ -12,15 +14,20 @@ A variable set by the caller always wins over the default. An invalid value rais
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RAW_DIR = PROJECT_DIR / "data" / "demo"
 DEFAULT_WAREHOUSE_PATH = PROJECT_DIR / "data" / "warehouse.duckdb"
+# The raw files of the contract (customer_warehouse.raw_load.SOURCES; a test keeps them equal).
+RAW_SOURCE_NAMES = ("orders", "customers", "order_items", "products", "redemptions")
+ENCODING_AUTO = "auto"
+ENCODING_VARIABLE = "CW_RAW_ENCODING"
 
 
 class ConfigError(ValueError):
@@ -33,6 +40,8 @@ class Settings:
     warehouse_path: Path
     as_of_date: date | None
     project_dir: Path = PROJECT_DIR
+    # {raw source: Python codec name or "auto"}; see parse_raw_encodings.
+    raw_encodings: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def dbt_env(self) -> dict[str, str]:
@@ -54,6 +63,50 @@ def parse_as_of_date(value: str | None) -> date | None:
             "(for example CW_AS_OF_DATE=2025-06-30), or unset it to compute the warehouse "
             "as of the last order date in the data."
         ) from None
+
+
+def encoding_variable(source: str) -> str:
+    """The variable that sets the encoding of one raw file: CW_RAW_ENCODING_ORDERS, ..."""
+    return f"{ENCODING_VARIABLE}_{source.upper()}"
+
+
+def _parse_encoding(variable: str, value: str) -> str:
+    name = value.strip().lower()
+    if name == ENCODING_AUTO:
+        return ENCODING_AUTO
+    try:
+        codec = codecs.lookup(name).name
+        "order_id".encode(codec)  # LookupError for codecs that are not text encodings (base64)
+    except LookupError:
+        raise ConfigError(
+            f"{variable}={value!r} is not a text encoding. Set it to auto (detect UTF-8, "
+            "UTF-16 with BOM or GB18030 per file) or to the encoding of the export, for example "
+            "utf-8, gb18030, gbk, big5, shift_jis, cp1252 or latin-1; or unset it."
+        ) from None
+    return codec
+
+
+def parse_raw_encodings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{raw source: Python codec name or "auto"} from CW_RAW_ENCODING (every raw file) and
+    CW_RAW_ENCODING_<SOURCE> (one file, wins). Unset or empty means auto."""
+    env = os.environ if environ is None else environ
+    default = ENCODING_AUTO
+    if env.get(ENCODING_VARIABLE, "").strip():
+        default = _parse_encoding(ENCODING_VARIABLE, env[ENCODING_VARIABLE])
+    encodings = dict.fromkeys(RAW_SOURCE_NAMES, default)
+    known = {encoding_variable(source): source for source in RAW_SOURCE_NAMES}
+    for variable in sorted(env):
+        if not variable.startswith(ENCODING_VARIABLE + "_"):
+            continue
+        if variable not in known:
+            raise ConfigError(
+                f"{variable} is not a setting: the raw files are "
+                f"{', '.join(RAW_SOURCE_NAMES)}, so the per-file variables are "
+                f"{', '.join(known)}. Rename it, or use {ENCODING_VARIABLE} for every file."
+            )
+        if env[variable].strip():
+            encodings[known[variable]] = _parse_encoding(variable, env[variable])
+    return encodings
 
 
 def load_settings(
@@ -96,4 +149,5 @@ def load_settings(
         raw_dir=raw_dir,
         warehouse_path=warehouse_path,
         as_of_date=parse_as_of_date(env.get("CW_AS_OF_DATE")),
+        raw_encodings=parse_raw_encodings(env),
     )
