@@ -80,6 +80,7 @@ def build_warehouse(
     check: bool = True,
     full: bool = True,
     exclude_unit_tests: bool = False,
+    encodings: dict[str, str] | None = None,
 ) -> Warehouse:
     """Load `raw_dir` and run `dbt build` (seeds, models, tests; optionally a selection).
 
@@ -88,7 +89,7 @@ def build_warehouse(
     work_dir.mkdir(parents=True, exist_ok=True)
     path = work_dir / "warehouse.duckdb"
     with duckdb.connect(str(path)) as con:
-        raw_load.load_raw(con, raw_dir, log=lambda _line: None)
+        raw_load.load_raw(con, raw_dir, log=lambda _line: None, encodings=encodings or {})
         raw_load.ensure_survey_tables(con)
     env = dbt_env(path, work_dir, raw_dir, CW_AS_OF_DATE=as_of_date)
     args = ["build"]

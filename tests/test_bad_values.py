@@ -1,8 +1,9 @@
 """Generated raw rows, good and bad, through a real build: nothing raises, nothing is lost.
 
-Hypothesis writes whole raw folders (orders, customers, order lines, redemptions; CSV or
-Parquet) in which every row carries at most one planted defect from the classes a real export
-brings: numeric overflow, ``1e400``, ``NaN``, ``Infinity``, thousands separators, currency
+Hypothesis writes whole raw folders (orders, customers, order lines; CSV in UTF-8, UTF-8 with
+a BOM or GB18030, any of the four delimiters, LF or CRLF; or Parquet) in which every row carries
+at most one planted defect from the classes a real export brings: a line with too many or too
+few fields, numeric overflow, ``1e400``, ``NaN``, ``Infinity``, thousands separators, currency
 symbols, impossible calendar dates (30 February), years 0001 and 9999, control characters,
 oversized fields, missing values, unknown codes. Then the real thing runs: ``raw_load`` and a
 full ``dbt build`` (every model and data test, as the Dagster job runs it). The invariants:
@@ -52,6 +53,7 @@ MAX_ORDER_AMOUNT = Decimal("1000000")
 CENT = Decimal("0.01")
 RATES = {"CNY": Decimal("1"), "USD": Decimal("7.2"), "HKD": Decimal("0.92")}
 CONTROL = ["\x00", "\x07", "\x1b", "\x7f", "\x0c"]
+SOURCES = [spec.name for spec in raw_load.SOURCES]
 
 # --------------------------------------------------------------------------------------------
 # Values: (text written to the file, reject reason it must cause or None, parsed value)
@@ -63,6 +65,8 @@ class Row:
     values: dict[str, str]
     reason: str | None = None
     expected: dict[str, object] = field(default_factory=dict)
+    #: Written instead of the values: a line with the wrong number of fields.
+    malformed_fields: list[str] | None = None
 
 
 def _money_text(value: Decimal, style: int) -> str:
@@ -271,7 +275,9 @@ def item_rows(draw, orders: list[Row]) -> list[Row]:
             reason = draw(st.sampled_from(sorted(BAD_QUANTITY)))
             values["quantity"] = draw(st.sampled_from(BAD_QUANTITY[reason]))
         # The order's own problems come first (base_shop__order_items' `case`).
-        if any(char in values["order_id"] for char in CONTROL):
+        if order.malformed_fields is not None:
+            reason = "order_not_accepted"  # the item names the order the broken line meant
+        elif any(char in values["order_id"] for char in CONTROL):
             reason = "control_characters"
         elif not values["order_id"].strip():
             reason = "missing_order_id"
@@ -281,14 +287,30 @@ def item_rows(draw, orders: list[Row]) -> list[Row]:
     return rows
 
 
+def _malform(draw, rows: list[Row]) -> None:
+    """Turn a few rows into lines with too many or too few fields (CSV only)."""
+    for row in draw(st.lists(st.sampled_from(rows), max_size=4, unique_by=id)):
+        fields = ["x" + row.values["order_id"], row.values["customer_id"], "2024-01-01"]
+        if draw(st.booleans()):
+            fields = [*fields, "1", "CNY", "app", "completed", "extra", "fields"]
+        row.malformed_fields, row.reason = fields, "malformed_row"
+
+
 @st.composite
-def raw_folders(draw) -> dict[str, list[Row]]:
+def raw_folders(draw) -> dict:
+    """A raw folder: rows per source, and how the files are written."""
     orders = draw(order_rows(draw(st.integers(30, 70))))
+    file_format = draw(st.sampled_from(["csv", "csv", "parquet"]))
+    if file_format == "csv":
+        _malform(draw, orders)
     return {
         "orders": orders,
         "customers": draw(customer_rows()),
         "order_items": draw(item_rows(orders)),
-        "format": draw(st.sampled_from(["csv", "csv", "parquet"])),
+        "format": file_format,
+        "encoding": draw(st.sampled_from(["utf-8", "utf-8-sig", "gb18030"])),
+        "delimiter": draw(st.sampled_from([",", ";", "\t", "|"])),
+        "newline": draw(st.sampled_from(["\n", "\r\n"])),
     }
 
 
@@ -308,10 +330,15 @@ def write_folder(folder: Path, shop: dict) -> None:
             )
             pq.write_table(table, folder / f"{source}.parquet")
             continue
-        with (folder / f"{source}.csv").open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, quoting=csv.QUOTE_MINIMAL)
+        path = folder / f"{source}.csv"
+        with path.open("w", newline="", encoding=shop["encoding"]) as handle:
+            writer = csv.writer(handle, delimiter=shop["delimiter"], lineterminator=shop["newline"])
             writer.writerow(columns)
-            writer.writerows([r.values[c] for c in columns] for r in rows)
+            for row in rows:
+                if row.malformed_fields is not None:
+                    handle.write(shop["delimiter"].join(row.malformed_fields) + shop["newline"])
+                else:
+                    writer.writerow([row.values[c] for c in columns])
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -341,7 +368,17 @@ def test_generated_rows_are_accepted_exactly_or_rejected_with_their_reason(
 ) -> None:
     work = tmp_path_factory.mktemp("bad_values")
     write_folder(work / "raw", shop)
-    warehouse = build_warehouse(work / "raw", work, exclude_unit_tests=True)
+    # GB18030 is configured, as a shop would (auto-detection is tested in test_raw_load.py).
+    encoding = "gb18030" if shop["encoding"] == "gb18030" else "auto"
+    warehouse = build_warehouse(
+        work / "raw", work, exclude_unit_tests=True, encodings=dict.fromkeys(SOURCES, encoding)
+    )
+    malformed = warehouse.query(
+        "select _source_row, _load_error from raw.orders where _load_error is not null"
+    )
+    assert {row for row, _ in malformed} == {
+        n for n, row in enumerate(shop["orders"], 1) if row.malformed_fields is not None
+    }
 
     check_source(warehouse, "orders", "stg_shop__orders", "order_rejects", shop["orders"])
     check_source(

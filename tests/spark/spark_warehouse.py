@@ -8,7 +8,8 @@ session that already exists.
 
 The raw loader here is the Spark twin of ``customer_warehouse.raw_load``: same contract
 (``raw_load.SOURCES``, the same structural checks), same tables (every contract column as
-``string``, then ``_source_file`` string and ``_source_row`` bigint, 1-based data row).
+``string``, then ``_source_file`` string, ``_source_row`` bigint (1-based data row),
+``_load_error`` and ``_raw_line`` strings, null: Spark's reader runs FAILFAST here).
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def load_raw_into_spark(spark, raw_dir: Path) -> dict[str, int]:
             columns = ", ".join(f"cast(null as string) as {c}" for c in spec.columns)
             df = spark.sql(
                 f"select {columns}, cast(null as string) as _source_file, "
-                "cast(null as bigint) as _source_row where false"
+                "cast(null as bigint) as _source_row, cast(null as string) as _load_error, "
+                "cast(null as string) as _raw_line where false"
             )
         else:
             if path.suffix == ".csv":
@@ -153,6 +155,9 @@ def load_raw_into_spark(spark, raw_dir: Path) -> dict[str, int]:
                 *selected,
                 F.lit(path.name).alias("_source_file"),
                 (F.monotonically_increasing_id() + 1).cast("bigint").alias("_source_row"),
+                # FAILFAST above: a malformed line stops the load, so no row carries an error.
+                F.lit(None).cast("string").alias("_load_error"),
+                F.lit(None).cast("string").alias("_raw_line"),
             )
         df.write.mode("overwrite").format("parquet").saveAsTable(table)
         rows[spec.name] = spark.table(table).count()

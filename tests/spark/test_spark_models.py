@@ -200,6 +200,8 @@ def test_raw_tables_match_the_duckdb_loader(builds: Builds) -> None:
         expected = {c: "string" for c in spec.columns} | {
             "_source_file": "string",
             "_source_row": "bigint",
+            "_load_error": "string",
+            "_raw_line": "string",
         }
         if types != expected:
             problems.append(f"raw.{spec.name}: Spark types {types}, expected {expected}")

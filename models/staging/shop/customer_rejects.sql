@@ -10,6 +10,8 @@ final as (
         source_file,
         source_row,
         reject_reason,
+        load_error,
+        raw_line,
         raw_customer_id as customer_id,
         raw_signed_up_at as signed_up_at,
         raw_birth_date as birth_date,

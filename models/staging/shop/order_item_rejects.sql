@@ -10,6 +10,8 @@ final as (
         source_file,
         source_row,
         reject_reason,
+        load_error,
+        raw_line,
         raw_order_id as order_id,
         raw_product_id as product_id,
         raw_quantity as quantity,

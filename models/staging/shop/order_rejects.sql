@@ -10,6 +10,8 @@ final as (
         source_file,
         source_row,
         reject_reason,
+        load_error,
+        raw_line,
         raw_order_id as order_id,
         raw_customer_id as customer_id,
         raw_ordered_at as ordered_at,

@@ -10,6 +10,8 @@ final as (
         source_file,
         source_row,
         reject_reason,
+        load_error,
+        raw_line,
         raw_product_id as product_id,
         raw_product_name as product_name,
         raw_category as category

@@ -10,6 +10,8 @@ final as (
         source_file,
         source_row,
         reject_reason,
+        load_error,
+        raw_line,
         raw_redemption_id as redemption_id,
         raw_customer_id as customer_id,
         raw_redeemed_at as redeemed_at,

@@ -24,6 +24,8 @@ typed as (
     select
         _source_file as source_file,
         _source_row as source_row,
+        _load_error as load_error,
+        _raw_line as raw_line,
         customer_id as raw_customer_id,
         signed_up_at as raw_signed_up_at,
         birth_date as raw_birth_date,
@@ -105,6 +107,7 @@ final as (
     select
         *,
         case
+            when load_error is not null then 'malformed_row'
             when field_problem is not null then field_problem
             when customer_id is null then 'missing_customer_id'
             when has_conflicting_versions then 'conflicting_duplicate'

@@ -20,6 +20,8 @@ typed as (
     select
         _source_file as source_file,
         _source_row as source_row,
+        _load_error as load_error,
+        _raw_line as raw_line,
         order_id as raw_order_id,
         product_id as raw_product_id,
         quantity as raw_quantity,
@@ -60,6 +62,7 @@ final as (
     select
         *,
         case
+            when load_error is not null then 'malformed_row'
             when field_problem is not null then field_problem
             when order_id is null then 'missing_order_id'
             when product_id is null then 'missing_product_id'

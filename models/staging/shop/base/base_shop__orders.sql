@@ -46,6 +46,8 @@ typed as (
     select
         _source_file as source_file,
         _source_row as source_row,
+        _load_error as load_error,
+        _raw_line as raw_line,
         order_id as raw_order_id,
         customer_id as raw_customer_id,
         ordered_at as raw_ordered_at,
@@ -125,6 +127,7 @@ final as (
     select
         *,
         case
+            when load_error is not null then 'malformed_row'
             when field_problem is not null then field_problem
             when order_id is null then 'missing_order_id'
             when has_conflicting_versions then 'conflicting_duplicate'

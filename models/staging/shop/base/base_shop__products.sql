@@ -11,6 +11,8 @@ typed as (
     select
         _source_file as source_file,
         _source_row as source_row,
+        _load_error as load_error,
+        _raw_line as raw_line,
         product_id as raw_product_id,
         product_name as raw_product_name,
         category as raw_category,
@@ -37,6 +39,7 @@ final as (
     select
         *,
         case
+            when load_error is not null then 'malformed_row'
             when field_problem is not null then field_problem
             when product_id is null then 'missing_product_id'
             when has_conflicting_versions then 'conflicting_duplicate'

@@ -17,6 +17,8 @@ typed as (
     select
         _source_file as source_file,
         _source_row as source_row,
+        _load_error as load_error,
+        _raw_line as raw_line,
         redemption_id as raw_redemption_id,
         customer_id as raw_customer_id,
         redeemed_at as raw_redeemed_at,
@@ -50,6 +52,7 @@ final as (
     select
         *,
         case
+            when load_error is not null then 'malformed_row'
             when field_problem is not null then field_problem
             when has_conflicting_versions then 'conflicting_duplicate'
             when copy_number > 1 then 'exact_duplicate'
