@@ -30,6 +30,7 @@ config:  ## print the effective configuration (environment wins over defaults)
 	@echo "CW_RAW_DIR=$(CW_RAW_DIR)"
 	@echo "CW_WAREHOUSE_PATH=$(CW_WAREHOUSE_PATH)"
 	@echo "CW_AS_OF_DATE=$(CW_AS_OF_DATE)"
+	@env | grep '^CW_RAW_ENCODING' || echo "CW_RAW_ENCODING=auto (unset)"
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'

@@ -58,20 +58,31 @@ def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     settings = warehouse.settings()
     with warehouse.connect() as con:
         with fail_fast_on_data_errors(f"Loading the raw files of {settings.raw_dir}"):
-            loaded = raw_load.load_raw(con, settings.raw_dir, log=context.log.info)
+            loaded = raw_load.load_raw(
+                con, settings.raw_dir, log=context.log.info, encodings=settings.raw_encodings
+            )
         metadata = {item.source: table_metadata(con, f"raw.{item.source}") for item in loaded}
     summary = markdown_table(
-        ["table", "file", "rows", "ignored columns"],
+        ["table", "file", "rows", "malformed rows", "encoding", "delimiter", "ignored columns"],
         [
             (
                 f"raw.{item.source}",
                 item.file or "(no file: empty)",
                 item.rows,
+                item.malformed_rows,
+                item.encoding or "",
+                repr(item.delimiter) if item.delimiter else "",
                 ", ".join(item.ignored_columns),
             )
             for item in loaded
         ],
     )
+    for item in loaded:
+        if item.malformed_rows:
+            context.log.warning(
+                f"{item.file}: {item.malformed_rows} malformed line(s) kept as rows with a "
+                f"_load_error; staging rejects them as malformed_row (staging.*_rejects)."
+            )
     for item in loaded:
         yield dg.MaterializeResult(
             asset_key=raw_key(item.source),
@@ -79,6 +90,7 @@ def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
                 **metadata[item.source],
                 "source_file": dg.MetadataValue.text(item.file or "(no file: empty table)"),
                 "ignored_columns": dg.MetadataValue.json(item.ignored_columns),
+                "malformed_rows": dg.MetadataValue.int(item.malformed_rows),
                 "raw_dir": dg.MetadataValue.path(str(settings.raw_dir)),
                 "load_summary": dg.MetadataValue.md(summary),
             },
