@@ -84,8 +84,11 @@ def test_makefile_lets_the_caller_win(tmp_path):
             "CW_AS_OF_DATE": "2024-12-31",
         }
     )
+    assert defaults["CW_RAW_ENCODING"] == "auto (unset)"
+    chosen = _make_config(base | {**chosen, "CW_RAW_ENCODING": "gb18030"})
     assert chosen == {
         "CW_RAW_DIR": str(tmp_path),
         "CW_WAREHOUSE_PATH": "/tmp/x.duckdb",
         "CW_AS_OF_DATE": "2024-12-31",
+        "CW_RAW_ENCODING": "gb18030",
     }

@@ -256,7 +256,8 @@ def test_new_survey_files_sensor_requests_one_run_per_change(defs, demo_dir, tmp
 def test_a_broken_raw_folder_fails_at_once_with_the_file_named(tmp_path, monkeypatch):
     raw = tmp_path / "raw"
     raw.mkdir()
-    (raw / "orders.csv").write_text("order_id;customer_id;ordered_at;amount\n1;c1;2025-01-01;5\n")
+    # No amount column: a structural error (a ';' delimiter would load: it is detected).
+    (raw / "orders.csv").write_text("order_id,customer_id,ordered_at\n1,c1,2025-01-01\n")
     monkeypatch.setenv("CW_RAW_DIR", str(raw))
     monkeypatch.setenv("CW_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
     result = dg.materialize(
@@ -267,7 +268,7 @@ def test_a_broken_raw_folder_fails_at_once_with_the_file_named(tmp_path, monkeyp
     assert "STEP_UP_FOR_RETRY" not in events  # a data error is not retried
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "orders.csv" in failure.event_specific_data.error.message
-    assert "semicolon" in failure.event_specific_data.error.message
+    assert "amount" in failure.event_specific_data.error.message
 
 
 def test_an_invalid_setting_fails_with_the_variable_named(tmp_path, monkeypatch):

@@ -696,6 +696,7 @@ def test_a_broken_file_leaves_the_previous_load_intact(tmp_path, broken):
 
 
 def test_cli_reports_config_errors_without_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CW_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
     monkeypatch.setenv("CW_RAW_DIR", str(tmp_path / "nowhere"))
     assert raw_load.main([]) == 2
     assert "CW_RAW_DIR" in capsys.readouterr().err
