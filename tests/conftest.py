@@ -92,7 +92,7 @@ def build_warehouse(
         raw_load.load_raw(con, raw_dir, log=lambda _line: None, encodings=encodings or {})
         raw_load.ensure_survey_tables(con)
     env = dbt_env(path, work_dir, raw_dir, CW_AS_OF_DATE=as_of_date)
-    args = ["build"]
+    args = ["build", "--log-level-file", "warn"]
     if exclude_unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
     if select:
