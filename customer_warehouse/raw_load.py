@@ -565,6 +565,53 @@ def _transcode(path: Path, plan: _CsvPlan, target: Path, setting_variable: str) 
                 return
 
 
+def _has_mixed_line_ends(path: Path) -> bool:
+    """True when the file has CRLF and bare LF or CR line breaks (rows appended by another
+    program, a file edited on two systems). Quoted values may hold either kind too, so this
+    alone does not mean DuckDB cannot read the file (see `_load_csv`)."""
+    crlf = bare_lf = bare_cr = 0
+    carry = b""
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            data = carry + chunk
+            # Keep a trailing CR for the next chunk: it may be the first half of a CRLF.
+            carry = b"\r" if data.endswith(b"\r") else b""
+            data = data[:-1] if carry else data
+            pairs = data.count(b"\r\n")
+            crlf += pairs
+            bare_lf += data.count(b"\n") - pairs
+            bare_cr += data.count(b"\r") - pairs
+            if crlf and (bare_lf or bare_cr):
+                return True
+    bare_cr += len(carry)
+    return bool(crlf and (bare_lf or bare_cr))
+
+
+def _duckdb_reads(path: Path, plan: _CsvPlan) -> bool:
+    """Whether DuckDB's reader gets through the file (a probe on a private connection, so a
+    failure cannot abort the load's transaction)."""
+    with duckdb.connect() as probe:
+        try:
+            probe.execute(
+                f"select count(*) from {_read_csv_sql(path, plan.delimiter, len(plan.columns))}"
+            )
+        except duckdb.Error:
+            return False
+    return True
+
+
+def _normalize_line_ends(path: Path, target: Path) -> None:
+    """Copy `path` to `target` with every CRLF and bare CR turned into LF (streamed)."""
+    carry = b""
+    with path.open("rb") as source, target.open("wb") as sink:
+        while chunk := source.read(CHUNK_BYTES):
+            data = carry + chunk
+            carry = b"\r" if data.endswith(b"\r") else b""
+            data = data[:-1] if carry else data
+            sink.write(data.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+        sink.write(carry.replace(b"\r", b"\n"))
+
+
 def _line_break(path: Path) -> bytes:
     """b"\\n" (LF or CRLF line ends), or b"\\r" for a file whose lines end in CR only."""
     with path.open("rb") as handle:
@@ -814,6 +861,14 @@ def _load_csv(
     if plan.encoding != "utf-8":
         readable = scratch()
         _transcode(path, plan, readable, variable)
+    if _has_mixed_line_ends(readable) and not _duckdb_reads(readable, plan):
+        # Records ending in CRLF and in bare LF/CR both (rows appended by another program):
+        # DuckDB's reader stops on them. Read a copy with every line end as LF (line breaks
+        # inside quoted values become LF too).
+        normalized = scratch()
+        _normalize_line_ends(readable, normalized)
+        readable = normalized
+        log(f"{path.name}: mixes CRLF and LF line ends; read with every line end as LF")
     n_bad = _read_csv(con, path, readable, plan, spec)
     log(
         f"{path.name}: read as {plan.encoding_label} ({plan.encoding_how}), delimiter "
