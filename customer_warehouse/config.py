@@ -7,6 +7,8 @@
 | CW_AS_OF_DATE            | unset: the last accepted order date                 |
 | CW_RAW_ENCODING          | auto: UTF-8, UTF-16 with BOM or GB18030, per file   |
 | CW_RAW_ENCODING_<SOURCE> | CW_RAW_ENCODING, for one raw file (e.g. ..._ORDERS) |
+| CW_EXPORT_DIR            | <project>/data/exports (CRM contact lists)          |
+| CW_PII_KEY               | demo data only: a generated key (privacy.pii_key)   |
 
 A variable set by the caller always wins over the default. An invalid value raises
 `ConfigError` naming the variable and the fix, before anything is read or written.
@@ -24,6 +26,7 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RAW_DIR = PROJECT_DIR / "data" / "demo"
 DEFAULT_WAREHOUSE_PATH = PROJECT_DIR / "data" / "warehouse.duckdb"
+DEFAULT_EXPORT_DIR = PROJECT_DIR / "data" / "exports"
 # The raw files of the contract (customer_warehouse.raw_load.SOURCES; a test keeps them equal).
 RAW_SOURCE_NAMES = ("orders", "customers", "order_items", "products", "redemptions")
 ENCODING_AUTO = "auto"
@@ -42,6 +45,8 @@ class Settings:
     project_dir: Path = PROJECT_DIR
     # {raw source: Python codec name or "auto"}; see parse_raw_encodings.
     raw_encodings: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # CRM contact lists (customer_warehouse.crm_export): owner-only files.
+    export_dir: Path = DEFAULT_EXPORT_DIR
 
     @property
     def dbt_env(self) -> dict[str, str]:
@@ -150,4 +155,17 @@ def load_settings(
         warehouse_path=warehouse_path,
         as_of_date=parse_as_of_date(env.get("CW_AS_OF_DATE")),
         raw_encodings=parse_raw_encodings(env),
+        export_dir=_folder_setting(env, "CW_EXPORT_DIR", DEFAULT_EXPORT_DIR),
     )
+
+
+def _folder_setting(env: Mapping[str, str], variable: str, default: Path) -> Path:
+    """A folder the warehouse writes (created when needed): not an existing file."""
+    value = env.get(variable, "").strip()
+    path = Path(value).expanduser().resolve() if value else default
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"{variable}={value!r} is a file; it must be a folder the warehouse can write "
+            f"into (it is created when missing), or unset it to use {default}."
+        )
+    return path

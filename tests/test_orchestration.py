@@ -48,7 +48,7 @@ from .dagster_job import (
 
 DEMO_CUSTOMERS = 1000
 DEMO_DIRTY_RATE = 0.01
-LAYERS = {"raw", "seeds", "staging", "intermediate", "marts", "snapshots", "reports"}
+LAYERS = {"raw", "seeds", "staging", "intermediate", "marts", "snapshots", "reports", "exports"}
 PREDICTION_TABLES = ("marts.customer_predictions", "marts.clv_model_params")
 SURVEY_UNIQUE_TEST = "unique_stg_surveys__responses_response_id"
 
@@ -387,6 +387,8 @@ def test_full_graph_row_counts(full_build, demo_dir):
     assert report.is_file() and report.parent == warehouse.parent  # run config, not reports/
     crm = metadata[key("marts/crm_reminders")]
     assert "contact_address" not in crm["preview"].value.split("\n")[0]  # no personal data
+    lists = metadata[key("exports/crm_contact_lists")]
+    assert lists["customers"].value > 0  # the demo has consenting customers with reminders
 
 
 @pytest.mark.slow

@@ -2,7 +2,8 @@
 
 Layout, one folder per domain: ``raw`` (raw files, surveys, the survey sensor), ``dbt`` (the dbt
 project, its translator and assets), ``loyalty`` and ``predictions`` (Python marts and their
-checks), ``reports`` (the HTML tier report); ``resources.py`` (DuckDB, pool, retries),
+checks), ``reports`` (the HTML tier report), ``exports`` (CRM contact lists);
+``resources.py`` (DuckDB, pool, retries),
 ``metadata.py`` (row counts, previews), ``schedules.py`` (the full job and its schedule).
 """
 
@@ -19,6 +20,7 @@ from orchestration.defs.dbt.project import (
     build_dbt_project,
     dbt_executable,
 )
+from orchestration.defs.exports.assets import crm_contact_lists
 from orchestration.defs.loyalty.assets import loyalty_points
 from orchestration.defs.predictions.assets import customer_predictions, prediction_backtest
 from orchestration.defs.raw.assets import raw_files, survey_files
@@ -44,6 +46,7 @@ def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
             customer_predictions,
             prediction_backtest,
             tier_report_html,
+            crm_contact_lists,
         ],
         jobs=[full_refresh, survey_refresh],
         schedules=[daily_refresh],

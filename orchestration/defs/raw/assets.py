@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from customer_warehouse import raw_load, surveys
+from customer_warehouse import privacy, raw_load, surveys
 from orchestration.defs.metadata import counts_markdown, markdown_table, table_metadata
 from orchestration.defs.resources import (
     LOCK_RETRY,
@@ -56,6 +56,9 @@ def _raw_file_spec(spec: raw_load.SourceSpec) -> dg.AssetSpec:
 )
 def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     settings = warehouse.settings()
+    # A real run without a pseudonym key stops here, before anything is replaced.
+    with fail_fast_on_data_errors("Checking the pseudonym key (CW_PII_KEY)"):
+        privacy.pii_key(settings.raw_dir, log=context.log.info)
     with warehouse.connect() as con:
         with fail_fast_on_data_errors(f"Loading the raw files of {settings.raw_dir}"):
             loaded = raw_load.load_raw(
