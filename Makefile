@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 UV_VERSION ?= 0.13.9
 
 # Warehouse configuration (README "Configuration"). Exported so dbt, Dagster and Python see it.
+# Recipes read CW_* values from the environment ("$$CW_RAW_DIR"), never as make text
+# ($(CW_RAW_DIR)): a value with quotes or $(...) is data, not shell code.
 DEMO_DIR ?= $(CURDIR)/data/demo
 export CW_RAW_DIR ?= $(DEMO_DIR)
 export CW_WAREHOUSE_PATH ?= $(CURDIR)/data/warehouse.duckdb
@@ -27,9 +29,9 @@ PYTEST_ARGS ?=
 .PHONY: backfill report config help install lock ensure-raw-data demo-data run test test-heavy lint format docs bench dev clean dagster-home dagster-validate dagster-materialize
 
 config:  ## print the effective configuration (environment wins over defaults)
-	@echo "CW_RAW_DIR=$(CW_RAW_DIR)"
-	@echo "CW_WAREHOUSE_PATH=$(CW_WAREHOUSE_PATH)"
-	@echo "CW_AS_OF_DATE=$(CW_AS_OF_DATE)"
+	@printf 'CW_RAW_DIR=%s\n' "$$CW_RAW_DIR"
+	@printf 'CW_WAREHOUSE_PATH=%s\n' "$$CW_WAREHOUSE_PATH"
+	@printf 'CW_AS_OF_DATE=%s\n' "$$CW_AS_OF_DATE"
 	@env | grep '^CW_RAW_ENCODING' || echo "CW_RAW_ENCODING=auto (unset)"
 
 help:  ## list the targets
@@ -55,7 +57,7 @@ demo-data: install  ## generate demo data into data/demo (DEMO_CUSTOMERS, DEMO_S
 
 # Demo data is generated only when the caller did not point CW_RAW_DIR elsewhere.
 ensure-raw-data: install
-	@if [ "$(CW_RAW_DIR)" = "$(DEMO_DIR)" ] && [ ! -e "$(DEMO_DIR)/orders.csv" ] \
+	@if [ "$$CW_RAW_DIR" = "$(DEMO_DIR)" ] && [ ! -e "$(DEMO_DIR)/orders.csv" ] \
 		&& [ ! -e "$(DEMO_DIR)/orders.parquet" ]; then $(MAKE) --no-print-directory demo-data; fi
 
 # Dagster (docs/orchestration.md). `make run` and `make dev` share one instance folder: run
@@ -72,12 +74,12 @@ RUN_CONFIG ?=
 .PHONY: dagster-home dagster-validate dagster-materialize
 
 run: ensure-raw-data dagster-home  ## install, generate demo data if needed, build everything through Dagster
-	@mkdir -p $(dir $(CW_WAREHOUSE_PATH))
+	@mkdir -p "$$(dirname "$$CW_WAREHOUSE_PATH")"
 	$(DAGSTER) job execute -m $(DAGSTER_MODULE) -j full_refresh $(if $(RUN_CONFIG),-c $(RUN_CONFIG))
 
 # `dagster dev` reads [tool.dagster] in pyproject.toml: code location `customer_warehouse`.
 dev: ensure-raw-data dagster-home  ## Dagster UI + daemon (schedule, sensor) on http://127.0.0.1:3000 (DAGSTER_HOST/_PORT)
-	@mkdir -p $(dir $(CW_WAREHOUSE_PATH))
+	@mkdir -p "$$(dirname "$$CW_WAREHOUSE_PATH")"
 	$(DAGSTER) dev -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 
 # The instance settings (writer pool limit) come from orchestration/dagster.yaml. The project's
@@ -96,7 +98,7 @@ dagster-validate: install  ## check that the Dagster definitions load (runs dbt 
 	$(DAGSTER) definitions validate -m $(DAGSTER_MODULE)
 
 dagster-materialize: ensure-raw-data dagster-home  ## materialize a selection, e.g. SELECT='raw/survey_responses*'
-	@mkdir -p $(dir $(CW_WAREHOUSE_PATH))
+	@mkdir -p "$$(dirname "$$CW_WAREHOUSE_PATH")"
 	$(DAGSTER) asset materialize -m $(DAGSTER_MODULE) --select '$(SELECT)'
 
 BACKFILL_START ?=

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -150,6 +151,7 @@ def load_settings(
             "exist. Create it, or unset CW_WAREHOUSE_PATH to use data/warehouse.duckdb."
         )
 
+    check_dbt_settings(env)
     return Settings(
         raw_dir=raw_dir,
         warehouse_path=warehouse_path,
@@ -157,6 +159,28 @@ def load_settings(
         raw_encodings=parse_raw_encodings(env),
         export_dir=_folder_setting(env, "CW_EXPORT_DIR", DEFAULT_EXPORT_DIR),
     )
+
+
+#: The outputs of profiles.yml a run may select with CW_DBT_TARGET.
+DBT_TARGETS = ("duckdb", "spark")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def check_dbt_settings(env: Mapping[str, str]) -> None:
+    """The variables profiles.yml reads: a known target and a plain schema name, so that no
+    value from the environment reaches dbt's SQL as anything but an identifier."""
+    target = env.get("CW_DBT_TARGET", "").strip()
+    if target and target not in DBT_TARGETS:
+        raise ConfigError(
+            f"CW_DBT_TARGET={target!r} is not an output of profiles.yml; use one of "
+            f"{', '.join(DBT_TARGETS)}, or unset it (duckdb)."
+        )
+    schema = env.get("CW_SPARK_DEFAULT_SCHEMA", "").strip()
+    if schema and not _IDENTIFIER.match(schema):
+        raise ConfigError(
+            f"CW_SPARK_DEFAULT_SCHEMA={schema!r} is not a plain schema name: use letters, "
+            "digits and underscores, starting with a letter (for example analytics)."
+        )
 
 
 def _folder_setting(env: Mapping[str, str], variable: str, default: Path) -> Path:
