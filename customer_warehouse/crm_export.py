@@ -123,3 +123,24 @@ def export_contact_lists(
         if stale.stem not in by_type:
             stale.unlink()
     return written
+
+
+def erase_customers(export_dir: Path, customer_ids: set[str], log=print) -> int:
+    """Remove the rows of erased customers from every contact list ever written (all dates),
+    each file rewritten owner-only and atomically. Returns the number of rows removed."""
+    removed = 0
+    for path in sorted((export_dir / "crm").glob("*/*.csv")):
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = tuple(next(reader, ()))
+            rows = list(reader)
+        if "customer_id" not in header:
+            continue
+        position = header.index("customer_id")
+        kept = [row for row in rows if row[position] not in customer_ids]
+        if len(kept) != len(rows):
+            _write_atomically(path, header, kept)
+            removed += len(rows) - len(kept)
+    if removed:
+        log(f"Erasure: {removed} row(s) removed from the CRM contact lists in {export_dir}")
+    return removed

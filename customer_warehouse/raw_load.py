@@ -43,6 +43,7 @@ from pathlib import Path
 
 import duckdb
 
+from customer_warehouse import privacy
 from customer_warehouse.config import (
     ENCODING_AUTO,
     ConfigError,
@@ -987,14 +988,22 @@ def load_raw(
     *,
     log: Callable[[str], None] = print,
     encodings: Mapping[str, str] | None = None,
+    erasures: Sequence[privacy.ErasureRequest] | None = None,
 ) -> list[LoadedSource]:
     """Check every contract file in `raw_dir`, then replace the raw tables in one transaction.
 
     `encodings`: {source: Python codec or "auto"}; by default the CW_RAW_ENCODING* variables.
+    `erasures`: customers whose personal values never enter a raw table (docs/privacy.md); by
+    default the requests in `raw_dir/erasure_requests.csv`. They are recorded in
+    `raw.erasure_requests` in the same transaction.
     """
     if encodings is None:
         encodings = parse_raw_encodings()
+    if erasures is None:
+        erasures = privacy.read_erasure_requests(raw_dir)
     plan = plan_load(con, raw_dir, encodings)
+    if privacy.register_erased_ids(con, erasures):
+        log(f"erasure requests: personal values of {len(erasures)} customer(s) are not loaded")
 
     results: list[LoadedSource] = []
     con.execute(f"create schema if not exists {RAW_SCHEMA}")
@@ -1014,6 +1023,9 @@ def load_raw(
             for item in plan:
                 results.append(_load_one(con, item, scratch, log))
             _write_manifest(con, results)
+            new = privacy.record_erasure_requests(con, erasures)
+            if new:
+                log(f"erasure requests: {new} new customer(s) recorded in raw.erasure_requests")
             con.execute("commit")
         except BaseException:
             con.execute("rollback")
@@ -1040,12 +1052,17 @@ def _load_one(
     try:
         con.execute(
             f"create or replace table {RAW_SCHEMA}.{spec.name} as "
-            f"select {', '.join(spec.columns)}, '{file_name}' as _source_file, "
+            f"select {', '.join(_scrubbed_columns(spec))}, '{file_name}' as _source_file, "
             "cast(_source_row as bigint) as _source_row, _load_error, _raw_line "
             "from _loading order by _source_row"
         )
     except duckdb.Error as exc:
         raise RawDataError(_explain_read_error(path, exc)) from None
+    if malformed:  # a malformed line has no parsed customer_id: blank it if it names one
+        con.execute(
+            f"update {RAW_SCHEMA}.{spec.name} set _raw_line = null "
+            f"where _load_error is not null and {privacy.mentions_erased_id('_raw_line')}"
+        )
     _drop_scratch_tables(con)
     rows = con.execute(f"select count(*) from {RAW_SCHEMA}.{spec.name}").fetchone()[0]
     note = f" (ignored columns: {', '.join(item.ignored)})" if item.ignored else ""
@@ -1065,6 +1082,17 @@ def _load_one(
         delimiter=item.csv.delimiter if item.csv else None,
         malformed_rows=malformed,
     )
+
+
+def _scrubbed_columns(spec: SourceSpec) -> list[str]:
+    """The contract's columns; personal ones (seeds/personal_columns.csv) null for a customer
+    with an erasure request, so the value never reaches a table (docs/privacy.md)."""
+    if "customer_id" not in spec.columns:
+        return list(spec.columns)
+    return [
+        f"{privacy.scrubbed(column)} as {column}" if privacy.is_personal(column) else column
+        for column in spec.columns
+    ]
 
 
 def _explain_read_error(path: Path | None, exc: duckdb.Error) -> str:

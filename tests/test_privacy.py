@@ -155,3 +155,124 @@ def test_nothing_in_the_marts_is_named_like_personal_data():
         for model in yaml.safe_load(path.read_text())["models"]:
             names += [(model["name"], c["name"]) for c in model.get("columns", [])]
     assert names and [n for n in names if privacy.is_personal(n[1])] == []
+
+
+# --------------------------------------------------------------------------------------------
+# Erasure requests
+# --------------------------------------------------------------------------------------------
+
+CUSTOMERS_CSV = (
+    "customer_id,email,phone,full_name,birth_date,province,marketing_consent\n"
+    "c1,ann@example.com,13800000001,Ann Lee,1990-01-02,Guangdong,yes\n"
+    "c2,bo@example.com,13800000002,Bo Wu,1985-05-06,Beijing,yes\n"
+)
+ORDERS_CSV = (
+    "order_id,customer_id,ordered_at,amount\n"
+    "o1,c1,2025-01-01,10\no2,c2,2025-01-02,20\no3,c1,2025-01-03\n"  # o3: too few fields
+)
+
+
+def _raw(tmp_path, erasure: str | None) -> Path:
+    raw = tmp_path / "raw"
+    raw.mkdir(exist_ok=True)
+    (raw / "customers.csv").write_text(CUSTOMERS_CSV)
+    (raw / "orders.csv").write_text(ORDERS_CSV)
+    if erasure is not None:
+        (raw / privacy.ERASURE_FILE).write_text(erasure)
+    return raw
+
+
+def test_erasure_requests_are_read_deduplicated_and_checked(tmp_path):
+    assert privacy.read_erasure_requests(tmp_path) == []
+    raw = _raw(tmp_path, "\ufeffCustomer_ID,requested_at\nc1,2025-07-01\n c1 ,\n\nc9,\n")
+    assert privacy.read_erasure_requests(raw) == [
+        privacy.ErasureRequest("c1", "2025-07-01"),
+        privacy.ErasureRequest("c9", None),
+    ]
+    (raw / privacy.ERASURE_FILE).write_text("id\nc1\n")
+    with pytest.raises(ConfigError, match="no customer_id column"):
+        privacy.read_erasure_requests(raw)
+
+
+def test_erased_personal_values_never_enter_the_raw_tables(tmp_path):
+    from customer_warehouse import raw_load
+
+    raw = _raw(tmp_path, "customer_id\nc1\n")
+    db = tmp_path / "w.duckdb"
+    with duckdb.connect(str(db)) as con:
+        raw_load.load_raw(con, raw, log=lambda _: None, encodings={})
+        raw_load.load_raw(con, raw, log=lambda _: None, encodings={})  # a rerun: idempotent
+        customers = con.execute(
+            "select customer_id, email, phone, full_name, birth_date, province "
+            "from raw.customers order by 1"
+        ).fetchall()
+        lines = con.execute(
+            "select _raw_line from raw.orders where _load_error is not null"
+        ).fetchall()
+        requests = con.execute(
+            "select customer_id, applied_at is not null, compacted_at from raw.erasure_requests"
+        ).fetchall()
+        orders = con.execute("select count(*) from raw.orders where customer_id = 'c1'").fetchone()
+    assert customers == [
+        ("c1", None, None, None, None, "Guangdong"),  # the id and the region stay
+        ("c2", "bo@example.com", "13800000002", "Bo Wu", "1985-05-06", "Beijing"),
+    ]
+    assert lines == [(None,)]  # the malformed line names c1
+    assert requests == [("c1", True, None)]  # recorded once, pending compaction
+    assert orders == (1,)  # orders are not personal data: they still count
+
+
+def test_erasure_blanks_survey_free_text_already_ingested(tmp_path):
+    from customer_warehouse import surveys
+
+    with duckdb.connect() as con:
+        con.execute("create schema raw")
+        surveys.create_survey_tables(con)
+        con.execute(
+            "insert into raw.survey_responses (response_id, customer_id, comment) values "
+            "('r1', 'c1', 'I am Ann from Foshan'), ('r2', 'c2', 'fine')"
+        )
+        con.execute(
+            "insert into raw.survey_rejects (raw_record) values "
+            '(\'{"customer_id": "c1", "comment": "Ann again"}\')'
+        )
+        assert privacy.erase_from_surveys(con) == 0  # no request table yet: nothing to do
+        privacy.record_erasure_requests(con, [privacy.ErasureRequest("c1")])
+        assert privacy.erase_from_surveys(con) == 2
+        assert privacy.erase_from_surveys(con) == 0  # idempotent
+        assert con.execute(
+            "select response_id, comment from raw.survey_responses order by 1"
+        ).fetchall() == [("r1", None), ("r2", "fine")]
+
+
+def test_compaction_rewrites_the_file_once_per_new_request(tmp_path):
+    db = tmp_path / "w.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create schema raw; create schema marts")
+        con.execute("create table marts.t as select range as i from range(1000)")
+        con.execute("create view marts.v as select count(*) as n from marts.t")
+    said: list[str] = []
+    assert privacy.compact_warehouse(db, log=said.append) is False  # no request table
+    with duckdb.connect(str(db)) as con:
+        privacy.record_erasure_requests(con, [privacy.ErasureRequest("c1")])
+    inode = db.stat().st_ino
+    assert privacy.compact_warehouse(db, log=said.append) is True
+    assert db.stat().st_ino != inode  # a new file took the old one's place
+    assert privacy.compact_warehouse(db, log=said.append) is False  # nothing pending now
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("select n from marts.v").fetchone() == (1000,)
+        assert privacy.pending_erasures(con) == []
+    assert not (tmp_path / "w.duckdb.compacting").exists()
+    assert "erasure of 1 customer" in said[0]
+
+
+def test_erasure_removes_rows_from_every_contact_list_ever_written(tmp_path):
+    out = tmp_path / "exports"
+    with duckdb.connect() as con:
+        _reminder_warehouse(con)
+        crm_export.export_contact_lists(con, out, date(2025, 6, 29), KEY, log=lambda _: None)
+        crm_export.export_contact_lists(con, out, date(2025, 6, 30), KEY, log=lambda _: None)
+    assert crm_export.erase_customers(out, {"c1"}, log=lambda _: None) == 2
+    for path in out.rglob("*.csv"):
+        assert "c1" not in path.read_text() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "c2" in (out / "crm" / "2025-06-30" / "birthday_greeting.csv").read_text()
