@@ -7,6 +7,8 @@
 | CW_AS_OF_DATE            | unset: the last accepted order date                 |
 | CW_RAW_ENCODING          | auto: UTF-8, UTF-16 with BOM or GB18030, per file   |
 | CW_RAW_ENCODING_<SOURCE> | CW_RAW_ENCODING, for one raw file (e.g. ..._ORDERS) |
+| CW_SERVING_DIR           | serving/ beside the warehouse file (data/serving)   |
+| CW_SERVING_KEEP          | 3 versions of the serving copy                      |
 
 A variable set by the caller always wins over the default. An invalid value raises
 `ConfigError` naming the variable and the fix, before anything is read or written.
@@ -28,6 +30,11 @@ DEFAULT_WAREHOUSE_PATH = PROJECT_DIR / "data" / "warehouse.duckdb"
 RAW_SOURCE_NAMES = ("orders", "customers", "order_items", "products", "redemptions")
 ENCODING_AUTO = "auto"
 ENCODING_VARIABLE = "CW_RAW_ENCODING"
+#: The serving copy's folder is this folder beside the warehouse file unless CW_SERVING_DIR
+#: says otherwise: data/serving for the default warehouse, and a test's or a second
+#: installation's warehouse never publishes into another one's folder.
+SERVING_DIR_NAME = "serving"
+DEFAULT_SERVING_KEEP = 3
 
 
 class ConfigError(ValueError):
@@ -42,6 +49,15 @@ class Settings:
     project_dir: Path = PROJECT_DIR
     # {raw source: Python codec name or "auto"}; see parse_raw_encodings.
     raw_encodings: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # The serving copy (customer_warehouse.serving): its folder (None: serving/ beside the
+    # warehouse file; load_settings always fills it) and how many versions to keep.
+    serving_dir: Path | None = None
+    serving_keep: int = DEFAULT_SERVING_KEEP
+
+    @property
+    def serving_path(self) -> Path:
+        """CW_SERVING_DIR, or serving/ beside the warehouse file."""
+        return self.serving_dir or self.warehouse_path.parent / SERVING_DIR_NAME
 
     @property
     def dbt_env(self) -> dict[str, str]:
@@ -109,6 +125,43 @@ def parse_raw_encodings(environ: Mapping[str, str] | None = None) -> dict[str, s
     return encodings
 
 
+def parse_serving_dir(value: str | None, warehouse_path: Path) -> Path:
+    """CW_SERVING_DIR: a folder (created when publishing) in an existing folder."""
+    if value is None or value.strip() == "":
+        return warehouse_path.parent / SERVING_DIR_NAME
+    path = Path(value.strip()).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"CW_SERVING_DIR={value!r} is a file; it must be the folder the serving copy is "
+            "published to, for example data/serving (or unset it: serving/ beside the "
+            "warehouse file)."
+        )
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"CW_SERVING_DIR={value!r}: the folder {path.parent} does not exist. Create it, "
+            "or unset CW_SERVING_DIR to publish to serving/ beside the warehouse file."
+        )
+    return path
+
+
+def parse_serving_keep(value: str | None) -> int:
+    """CW_SERVING_KEEP: how many published versions to keep, a whole number >= 1."""
+    if value is None or value.strip() == "":
+        return DEFAULT_SERVING_KEEP
+    try:
+        keep = int(value.strip())
+    except ValueError:
+        keep = 0
+    if keep < 1:
+        raise ConfigError(
+            f"CW_SERVING_KEEP={value!r} is not a number of versions. Set it to a whole number "
+            f"of 1 or more (for example CW_SERVING_KEEP=3; 2 or more lets a reader that is "
+            f"just opening the previous version still find it), or unset it for "
+            f"{DEFAULT_SERVING_KEEP}."
+        )
+    return keep
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, *, require_raw_dir: bool = True
 ) -> Settings:
@@ -150,4 +203,6 @@ def load_settings(
         warehouse_path=warehouse_path,
         as_of_date=parse_as_of_date(env.get("CW_AS_OF_DATE")),
         raw_encodings=parse_raw_encodings(env),
+        serving_dir=parse_serving_dir(env.get("CW_SERVING_DIR"), warehouse_path),
+        serving_keep=parse_serving_keep(env.get("CW_SERVING_KEEP")),
     )
