@@ -27,7 +27,8 @@ TABLE AS, COPY ... TO parquet, the manifest), fsyncs it, renames it to ``version
 then switches ``current`` and ``CURRENT``. A reader that already opened a version keeps reading
 it, also after it is pruned (POSIX keeps an open file alive). Only the newest ``keep`` versions
 are kept, never removing the current one; ``.partial`` folders of a killed publish are removed
-by the next one. A failure before the switch leaves ``current`` where it was.
+by the next one (a version killed after its rename but before the switch is complete, never
+current, and pruned in its turn). A failure before the switch leaves ``current`` where it was.
 
 **Version ids** sort by time and are unique: ``YYYYMMDDTHHMMSS.ffffffZ-<6 hex>`` (UTC), and a
 new id is always later than every existing one (the clock is bumped if needed).
@@ -35,7 +36,7 @@ new id is always later than every existing one (the clock is bumped if needed).
 **Checksum** of a table: ``sum(hash(row))`` over the published table, modulo 2**64, as 16 hex
 digits. Order-independent (a sum), duplicate rows count (unlike xor), identical for identical
 content with the same DuckDB version (the manifest records it; DuckDB's ``hash`` is not
-promised stable across versions). Row count and checksum together identify the content. It is
+promised stable across versions). Row count and checksum are the table's fingerprint. It is
 computed on ``serving.duckdb``; the Parquet file has the same rows (Parquet may widen a type,
 e.g. HUGEINT to DOUBLE, so recompute checksums on the DuckDB file).
 """
