@@ -33,6 +33,8 @@ config:  ## print the effective configuration (environment wins over defaults)
 	@printf 'CW_WAREHOUSE_PATH=%s\n' "$$CW_WAREHOUSE_PATH"
 	@printf 'CW_AS_OF_DATE=%s\n' "$$CW_AS_OF_DATE"
 	@env | grep '^CW_RAW_ENCODING' || echo "CW_RAW_ENCODING=auto (unset)"
+	@echo "CW_SERVING_DIR=$${CW_SERVING_DIR:-$(patsubst %/,%,$(dir $(CW_WAREHOUSE_PATH)))/serving}"
+	@echo "CW_SERVING_KEEP=$${CW_SERVING_KEEP:-3}"
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'

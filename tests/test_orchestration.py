@@ -22,7 +22,7 @@ import duckdb
 import pytest
 from dagster_dbt import DbtProject
 
-from customer_warehouse import loyalty, raw_load
+from customer_warehouse import loyalty, raw_load, serving
 from orchestration.defs import build_definitions
 from orchestration.defs.dbt.project import dbt_target_path, manifest_is_current
 from orchestration.defs.loyalty.assets import LOYALTY_OUTPUTS
@@ -38,6 +38,7 @@ from orchestration.defs.resources import (
 
 from .conftest import PROJECT_DIR, STAGING_SPLITS
 from .dagster_job import (
+    TEST_PII_KEY,
     check_evaluations,
     isolated_dbt_paths,
     materialized,
@@ -45,10 +46,12 @@ from .dagster_job import (
     step_failures,
     table_fingerprints,
 )
+from .serving_checks import assert_nothing_personal, content_mismatches, personal_values_found
 
 DEMO_CUSTOMERS = 1000
 DEMO_DIRTY_RATE = 0.01
-LAYERS = {"raw", "seeds", "staging", "intermediate", "marts", "snapshots", "reports", "exports"}
+LAYERS = {"raw", "seeds", "staging", "intermediate", "marts", "snapshots", "reports", "exports",
+          "serving"}  # fmt: skip
 PREDICTION_TABLES = ("marts.customer_predictions", "marts.clv_model_params")
 SURVEY_UNIQUE_TEST = "unique_stg_surveys__responses_response_id"
 
@@ -392,6 +395,36 @@ def test_full_graph_row_counts(full_build, demo_dir):
 
 
 @pytest.mark.slow
+def test_the_full_build_publishes_what_it_built_and_nothing_personal(defs, full_build, demo_dir):
+    """The job's last step published the serving copy beside the warehouse: after every table
+    it publishes (all marts, Python ones included, seeds, the snapshot), with exactly the
+    warehouse's content, no personal column or schema and no e-mail or phone of the input."""
+    result, warehouse = full_build
+    out = warehouse.parent / "serving"
+    graph = defs.resolve_asset_graph()
+    published_layers = {"marts", "seeds", "snapshots"}
+    assert graph.get(key("serving")).parent_keys == {
+        k for k in graph.get_all_asset_keys() if k.path[0] in published_layers
+    }
+    meta = materialized(result)[key("serving")]
+    assert meta["version_id"].value == serving.current_version(out)
+    manifest = serving.read_manifest(out)
+    assert {t.split(".")[0] for t in manifest["tables"]} == published_layers
+    assert manifest["tables"]["marts.crm_reminders"]["omitted_columns"] == ["contact_address"]
+    assert (
+        manifest["as_of_date"]
+        == materialized(result)[key("marts/customer_tiers")]["as_of_date"].value
+    )
+    assert content_mismatches(warehouse, manifest, TEST_PII_KEY.encode()) == []
+    version_dir = out / "versions" / manifest["version"]
+    assert_nothing_personal(version_dir)
+    with (demo_dir / "customers.csv").open(newline="", encoding="utf-8") as handle:
+        contacts = {v for row in csv.DictReader(handle) for v in (row["email"], row["phone"])}
+    assert len(contacts) > 100
+    assert personal_values_found(version_dir, contacts) == []
+
+
+@pytest.mark.slow
 def test_loyalty_invariants_hold_on_the_full_build(full_build):
     _result, warehouse = full_build
     with duckdb.connect(str(warehouse), read_only=True) as con:
@@ -437,10 +470,15 @@ def test_a_failing_blocking_check_stops_what_depends_on_it(defs, full_build, dem
     the ERROR test unique(response_id) on stg_surveys__responses: dbt skips the models built
     on it, Dagster fails the dbt step and starts none of the Python assets after it (the
     predictions are built on customer_features, which depends on the surveys), and their
-    tables from the previous build stay exactly as they were."""
+    tables from the previous build stay exactly as they were. Nothing is published: the
+    serving copy's ``current`` stays on the full build's version."""
     _result, built = full_build
     warehouse = tmp_path / "warehouse.duckdb"
     shutil.copy(built, warehouse)
+    # The full build's serving copy, beside the warehouse as CW_SERVING_DIR defaults to.
+    shutil.copytree(built.parent / "serving", tmp_path / "serving", symlinks=True)
+    published = serving.current_version(tmp_path / "serving")
+    assert published is not None
     with duckdb.connect(str(warehouse)) as con:
         con.execute(
             "insert into raw.survey_responses (response_id, customer_id, submitted_at, nps, "
@@ -467,6 +505,14 @@ def test_a_failing_blocking_check_stops_what_depends_on_it(defs, full_build, dem
     for table in python_tables:
         assert key(table.replace(".", "/")) not in done, table
     assert table_fingerprints(warehouse, python_tables) == before
+    # The serving step never started ("Dependencies for step serving failed: ['dbt_models']");
+    # readers keep the last good version; the run's failure names the failed test.
+    assert key("serving") not in done
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert "dbt_models" in started and "serving" not in started
+    assert SURVEY_UNIQUE_TEST in step_failures(result)["dbt_models"]
+    assert serving.current_version(tmp_path / "serving") == published
+    assert serving.list_versions(tmp_path / "serving") == [published]
 
 
 # Columns that record when a run happened, not what it computed.
