@@ -437,7 +437,14 @@ def _fsync_tree(root: Path) -> None:
 def _replace_atomically(serving_dir: Path, name: str, make_temp) -> None:
     temp = serving_dir / f".{name}.tmp-{secrets.token_hex(4)}"
     make_temp(temp)
-    os.replace(temp, serving_dir / name)
+    target = serving_dir / name
+    if target.is_dir() and not target.is_symlink():
+        # A copy of the folder that followed the link (`cp -r`, a backup restored) left a real
+        # folder where the link belongs: set it aside, then switch as usual.
+        aside = serving_dir / f".{name}.replaced-{secrets.token_hex(4)}"
+        os.rename(target, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    os.replace(temp, target)
 
 
 def switch_to(serving_dir: Path, version_id: str) -> None:

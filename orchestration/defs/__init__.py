@@ -24,6 +24,7 @@ from orchestration.defs.dbt.project import (
 from orchestration.defs.exports.assets import crm_contact_lists
 from orchestration.defs.loyalty.assets import loyalty_points
 from orchestration.defs.predictions.assets import customer_predictions, prediction_backtest
+from orchestration.defs.privacy.assets import build_erasure_asset
 from orchestration.defs.raw.assets import raw_files, survey_files
 from orchestration.defs.raw.sensors import new_survey_files, survey_refresh
 from orchestration.defs.reports.assets import tier_report_html
@@ -50,8 +51,9 @@ def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
         crm_contact_lists,
     ]
     return dg.Definitions(
-        # The serving copy comes after every asset whose table it publishes.
-        assets=[*assets, build_serving_asset(assets)],
+        # The serving copy comes after every asset whose table it publishes; the erasure
+        # step after every writer.
+        assets=[*assets, build_serving_asset(assets), build_erasure_asset(assets)],
         jobs=[full_refresh, survey_refresh],
         schedules=[daily_refresh],
         sensors=[new_survey_files],
