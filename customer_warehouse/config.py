@@ -212,9 +212,7 @@ def load_settings(
         warehouse_path=warehouse_path,
         as_of_date=parse_as_of_date(env.get("CW_AS_OF_DATE")),
         raw_encodings=parse_raw_encodings(env),
-        export_dir=_folder_setting(
-            env, "CW_EXPORT_DIR", warehouse_path.parent / EXPORT_DIR_NAME
-        ),
+        export_dir=_folder_setting(env, "CW_EXPORT_DIR", warehouse_path.parent / EXPORT_DIR_NAME),
         serving_dir=parse_serving_dir(env.get("CW_SERVING_DIR"), warehouse_path),
         serving_keep=parse_serving_keep(env.get("CW_SERVING_KEEP")),
     )

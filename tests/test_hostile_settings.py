@@ -42,9 +42,11 @@ VARIABLES = {
     "CW_PII_KEY": "key",
     "CW_DBT_TARGET": "refused",
     "CW_SPARK_DEFAULT_SCHEMA": "refused",
+    "CW_SERVING_DIR": "path",
+    "CW_SERVING_KEEP": "refused",
 }
 SETTING_OF = {"CW_RAW_DIR": "raw_dir", "CW_WAREHOUSE_PATH": "warehouse_path",
-              "CW_EXPORT_DIR": "export_dir"}  # fmt: skip
+              "CW_EXPORT_DIR": "export_dir", "CW_SERVING_DIR": "serving_dir"}  # fmt: skip
 
 
 def _clean_env(**values: str) -> dict[str, str]:
