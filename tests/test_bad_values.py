@@ -360,7 +360,7 @@ def check_source(warehouse, source: str, staged: str, rejects: str, rows: list[R
         )
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 @settings(settings.get_profile(PROFILE))
 @given(shop=raw_folders())
 def test_generated_rows_are_accepted_exactly_or_rejected_with_their_reason(

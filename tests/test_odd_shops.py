@@ -42,7 +42,17 @@ def _buyers(orders: list[dict[str, str]]) -> set[str]:
     return {o["customer_id"] for o in orders if o["status"] not in ("refunded", "cancelled")}
 
 
-@pytest.fixture(scope="module", params=sorted(SHOPS))
+# Two shops run in `make test`; the whole matrix runs in `make test-heavy` (and in CI).
+QUICK_SHOPS = {"one_time_buyers", "only_refunds"}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        name if name in QUICK_SHOPS else pytest.param(name, marks=pytest.mark.heavy)
+        for name in sorted(SHOPS)
+    ],
+)
 def shop_run(request, defs, tmp_path_factory):
     work = tmp_path_factory.mktemp(request.param)
     raw = write_shop(request.param, work / "raw")
