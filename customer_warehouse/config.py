@@ -7,6 +7,7 @@
 | CW_AS_OF_DATE            | unset: the last accepted order date                 |
 | CW_RAW_ENCODING          | auto: UTF-8, UTF-16 with BOM or GB18030, per file   |
 | CW_RAW_ENCODING_<SOURCE> | CW_RAW_ENCODING, for one raw file (e.g. ..._ORDERS) |
+| CW_POOL_WAIT_TIMEOUT     | 1800: seconds a step waits for the writer pool      |
 
 A variable set by the caller always wins over the default. An invalid value raises
 `ConfigError` naming the variable and the fix, before anything is read or written.
@@ -28,6 +29,11 @@ DEFAULT_WAREHOUSE_PATH = PROJECT_DIR / "data" / "warehouse.duckdb"
 RAW_SOURCE_NAMES = ("orders", "customers", "order_items", "products", "redemptions")
 ENCODING_AUTO = "auto"
 ENCODING_VARIABLE = "CW_RAW_ENCODING"
+#: Seconds a step waits for the DuckDB writer pool while another run holds it, then its run
+#: fails (orchestration/defs/recovery.py). Half an hour: several times the longest step at
+#: benchmark scale (loyalty points for 1M customers, ~4 minutes; docs/benchmarks.md).
+DEFAULT_POOL_WAIT_TIMEOUT_S = 1800.0
+POOL_WAIT_TIMEOUT_VARIABLE = "CW_POOL_WAIT_TIMEOUT"
 
 
 class ConfigError(ValueError):
@@ -42,6 +48,7 @@ class Settings:
     project_dir: Path = PROJECT_DIR
     # {raw source: Python codec name or "auto"}; see parse_raw_encodings.
     raw_encodings: Mapping[str, str] = field(default_factory=dict, hash=False)
+    pool_wait_timeout_s: float = DEFAULT_POOL_WAIT_TIMEOUT_S
 
     @property
     def dbt_env(self) -> dict[str, str]:
@@ -63,6 +70,24 @@ def parse_as_of_date(value: str | None) -> date | None:
             "(for example CW_AS_OF_DATE=2025-06-30), or unset it to compute the warehouse "
             "as of the last order date in the data."
         ) from None
+
+
+def parse_pool_wait_timeout(value: str | None) -> float:
+    """CW_POOL_WAIT_TIMEOUT: seconds (> 0, at most a week); '' or None means the default."""
+    if value is None or value.strip() == "":
+        return DEFAULT_POOL_WAIT_TIMEOUT_S
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 7 * 24 * 3600:  # also false for nan
+        raise ConfigError(
+            f"{POOL_WAIT_TIMEOUT_VARIABLE}={value!r} is not a number of seconds. Set it to how "
+            "long a step may wait for the DuckDB writer pool while another run holds it, for "
+            f"example {POOL_WAIT_TIMEOUT_VARIABLE}=3600 (more than 0, at most 604800), or unset "
+            f"it for the default ({DEFAULT_POOL_WAIT_TIMEOUT_S:g} s)."
+        )
+    return seconds
 
 
 def encoding_variable(source: str) -> str:
@@ -150,4 +175,5 @@ def load_settings(
         warehouse_path=warehouse_path,
         as_of_date=parse_as_of_date(env.get("CW_AS_OF_DATE")),
         raw_encodings=parse_raw_encodings(env),
+        pool_wait_timeout_s=parse_pool_wait_timeout(env.get(POOL_WAIT_TIMEOUT_VARIABLE)),
     )

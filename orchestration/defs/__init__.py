@@ -3,7 +3,8 @@
 Layout, one folder per domain: ``raw`` (raw files, surveys, the survey sensor), ``dbt`` (the dbt
 project, its translator and assets), ``loyalty`` and ``predictions`` (Python marts and their
 checks), ``reports`` (the HTML tier report); ``resources.py`` (DuckDB, pool, retries),
-``metadata.py`` (row counts, previews), ``schedules.py`` (the full job and its schedule).
+``metadata.py`` (row counts, previews), ``schedules.py`` (the full job and its schedule). The
+executor is ``orchestration/recovery.py`` (dead runs cleaned up, bounded writer-pool waits).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from orchestration.defs.raw.sensors import new_survey_files, survey_refresh
 from orchestration.defs.reports.assets import tier_report_html
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.schedules import daily_refresh, full_refresh
+from orchestration.recovery import writer_pool_executor
 
 
 def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
@@ -53,6 +55,7 @@ def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
             "warehouse": WarehouseResource(),
         },
         # One process runs the steps one after another: DuckDB has one writer at a time
-        # anyway, and no step pays for a fresh interpreter and a definitions load.
-        executor=dg.in_process_executor,
+        # anyway, and no step pays for a fresh interpreter and a definitions load. The run
+        # first cleans up dead runs, and waits for the writer pool boundedly (recovery.py).
+        executor=writer_pool_executor,
     )
