@@ -24,13 +24,14 @@ DEMO_FORMAT ?= csv
 # Tests: extra pytest arguments, e.g. make test PYTEST_ARGS="-k staging"
 PYTEST_ARGS ?=
 
-.PHONY: backfill report config help install lock ensure-raw-data demo-data run test test-heavy lint format docs bench dev clean dagster-home dagster-validate dagster-materialize
+.PHONY: rebuild backfill report config help install lock ensure-raw-data demo-data run test test-heavy lint format docs bench dev clean dagster-home dagster-validate dagster-materialize
 
 config:  ## print the effective configuration (environment wins over defaults)
 	@echo "CW_RAW_DIR=$(CW_RAW_DIR)"
 	@echo "CW_WAREHOUSE_PATH=$(CW_WAREHOUSE_PATH)"
 	@echo "CW_AS_OF_DATE=$(CW_AS_OF_DATE)"
 	@env | grep '^CW_RAW_ENCODING' || echo "CW_RAW_ENCODING=auto (unset)"
+	@echo "CW_POOL_WAIT_TIMEOUT=$${CW_POOL_WAIT_TIMEOUT:-1800 (unset: default)}"
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -75,9 +76,18 @@ run: ensure-raw-data dagster-home  ## install, generate demo data if needed, bui
 	@mkdir -p $(dir $(CW_WAREHOUSE_PATH))
 	$(DAGSTER) job execute -m $(DAGSTER_MODULE) -j full_refresh $(if $(RUN_CONFIG),-c $(RUN_CONFIG))
 
+# A damaged warehouse file: set it aside (kept, timestamped) and build a new one from the raw
+# files. Every run cleans up dead runs itself (orchestration/recovery.py); so does this.
+rebuild: ensure-raw-data dagster-home  ## move a damaged warehouse file aside and build it again from the raw files
+	DAGSTER_HOME="$(DAGSTER_HOME)" $(BIN)/python -m orchestration.recovery --set-aside-warehouse
+	$(MAKE) --no-print-directory run
+
 # `dagster dev` reads [tool.dagster] in pyproject.toml: code location `customer_warehouse`.
+# Dead runs from before a crash or reboot are failed first: they would count as running
+# against the run queue's limit until a run could clean them up (docs/orchestration.md).
 dev: ensure-raw-data dagster-home  ## Dagster UI + daemon (schedule, sensor) on http://127.0.0.1:3000 (DAGSTER_HOST/_PORT)
 	@mkdir -p $(dir $(CW_WAREHOUSE_PATH))
+	DAGSTER_HOME="$(DAGSTER_HOME)" $(BIN)/python -m orchestration.recovery
 	$(DAGSTER) dev -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 
 # The instance settings (writer pool limit) come from orchestration/dagster.yaml. The project's

@@ -32,11 +32,13 @@ every run's process is on this machine.
 
 from __future__ import annotations
 
+import argparse
+import fcntl
 import functools
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +55,7 @@ from dagster._core.execution.step_dependency_config import StepDependencyConfig
 from dagster._core.executor.in_process import InProcessExecutor
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
-from customer_warehouse.config import ConfigError, parse_pool_wait_timeout
+from customer_warehouse.config import ConfigError, load_settings, parse_pool_wait_timeout
 
 #: Run statuses whose process should exist (a dead one holds its slots for ever).
 LIVE_STATUSES = (
@@ -443,14 +445,68 @@ def writer_pool_executor(init_context: dg.InitExecutorContext) -> WriterPoolExec
     )
 
 
-def main() -> int:
-    """``python -m orchestration.recovery``: clean up the dead runs of $DAGSTER_HOME now."""
+# --- a damaged warehouse file --------------------------------------------------------------
+
+
+class WarehouseInUse(RuntimeError):
+    """Another process has the warehouse file open; it must not be moved under it."""
+
+
+def set_aside_warehouse(path: Path, *, now: datetime | None = None) -> list[Path]:
+    """Rename the warehouse file (and its write-ahead log) to ``<name>.corrupt-<UTC time>``,
+    so the next run builds a new one from the raw files. Nothing is deleted.
+
+    Refuses (:class:`WarehouseInUse`) while another process holds DuckDB's lock on the file:
+    a run writing it would go on writing the renamed file. Returns the new paths (none when
+    there was no file).
+    """
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    if path.exists():
+        with path.open("rb+") as handle:
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise WarehouseInUse(
+                    f"{path} is open in another process (a run, a DuckDB shell, a BI tool "
+                    "reading it directly): close it or let the run finish, then rebuild."
+                ) from None
+            fcntl.lockf(handle, fcntl.LOCK_UN)
+    moved = []
+    for source in (path, path.with_name(path.name + ".wal")):
+        if source.exists():
+            target = source.with_name(f"{source.name}.corrupt-{stamp}")
+            source.rename(target)
+            moved.append(target)
+    return moved
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m orchestration.recovery``: clean up the dead runs of $DAGSTER_HOME now;
+    with ``--set-aside-warehouse`` move the warehouse file aside first (``make rebuild``)."""
+    parser = argparse.ArgumentParser(prog="python -m orchestration.recovery")
+    parser.add_argument(
+        "--set-aside-warehouse",
+        action="store_true",
+        help="rename CW_WAREHOUSE_PATH (and its .wal) to <name>.corrupt-<UTC time>",
+    )
+    args = parser.parse_args(argv)
     with dg.DagsterInstance.get() as instance:
         messages = clean_up_dead_runs(instance)
     for message in messages:
         print(message)
     if not messages:
-        print("Nothing to clean up: every started run's process is alive.")
+        print("No dead runs to clean up.")
+    if args.set_aside_warehouse:
+        try:
+            path = load_settings(require_raw_dir=False).warehouse_path
+            moved = set_aside_warehouse(path)
+        except (ConfigError, WarehouseInUse) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for target in moved:
+            print(f"Moved {target.name.split('.corrupt-')[0]} aside to {target} (kept).")
+        if not moved:
+            print(f"No warehouse file at {path}: the run builds it from the raw files.")
     return 0
 
 
