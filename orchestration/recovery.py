@@ -22,7 +22,8 @@ failed, frees their slots, and logs what it did), then waits for the pool with
 pool, cleans that run up if its process died meanwhile, and fails the run with
 :class:`PoolWaitTimeout` after ``CW_POOL_WAIT_TIMEOUT`` seconds of waiting.
 ``python -m orchestration.recovery`` does the cleanup alone (``make dev`` runs it first, so
-dead runs do not count against the run queue's limit before any run could clean them).
+dead runs do not count against the run queue's limit before any run could clean them); with
+``--set-aside-warehouse`` it also moves a damaged warehouse file aside (``make rebuild``).
 
 A run's process is identified by the pid in its engine events ("Executing steps in process (pid:
 N)"), and is alive when a process with that pid exists and started before the run said so (a

@@ -16,11 +16,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -513,3 +517,105 @@ def test_a_damaged_warehouse_stops_the_run_and_make_rebuild_rebuilds_it(
         )
         == []
     )
+
+
+def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+_LAUNCH = """
+mutation($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+
+@pytest.mark.heavy
+def test_under_make_dev_a_launched_run_cleans_up_a_dead_run_first(
+    demo_raw, uninterrupted, tmp_path, dead_pid
+):
+    """The daemon's way (schedule, sensor, the UI's launchpad): queued, launched by the daemon
+    into a run worker of the code server; the executor cleans up before the first step."""
+    setup = harness.JobSetup.create(tmp_path, demo_raw, work=uninterrupted["work"])
+    with dg.DagsterInstance.from_config(str(setup.home)) as instance:
+        instance.event_log_storage.set_concurrency_slots(WRITER_POOL, 1)
+        dead = _started_run(instance, dead_pid)
+        instance.event_log_storage.claim_concurrency_slot(WRITER_POOL, dead.run_id, "raw_files")
+    port = _free_port()
+    log = tmp_path / "dagster_dev.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [harness.DAGSTER, "dev", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=PROJECT_DIR, env=setup.env(), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        params = {
+            "selector": {
+                "repositoryLocationName": "customer_warehouse",
+                "repositoryName": "__repository__",
+                "jobName": "full_refresh",
+            },
+            "runConfigData": {
+                "ops": {
+                    "reports__tier_report": {
+                        "config": {"out_path": str(setup.work / "tier_report.html")}
+                    }
+                }
+            },
+        }
+        launched = _poll(lambda: _graphql(port, _LAUNCH, {"params": params}), 300, server, log)
+        assert launched["data"]["launchRun"]["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["data"]["launchRun"]["run"]["runId"]
+        query = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+
+        def finished():
+            status = _graphql(port, query, {"id": run_id})["data"]["runOrError"]["status"]
+            return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+        assert _poll(finished, 900, server, log) == "SUCCESS", harness.tail(log)
+    finally:
+        harness.kill_group(server)
+    with dg.DagsterInstance.from_config(str(setup.home)) as instance:
+        messages = [entry.user_message for entry in instance.all_logs(run_id)]
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert any(m.startswith(f"Cleaned up run {dead.run_id}") for m in messages)
+    assert (
+        harness.differences(
+            uninterrupted["checksums"], harness.warehouse_checksums(setup.warehouse)
+        )
+        == []
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _poll(probe, timeout: float, server: subprocess.Popen, log: Path):
+    """`probe()` until it returns something truthy (bounded; fails if the server exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"dagster dev exited ({server.returncode}):\n{harness.tail(log)}")
+        try:
+            value = probe()
+        except (urllib.error.URLError, ConnectionError, TimeoutError, KeyError, TypeError):
+            value = None
+        if value:
+            return value
+        time.sleep(2)
+    pytest.fail(f"timed out after {timeout} s:\n{harness.tail(log)}")
