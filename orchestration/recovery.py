@@ -21,8 +21,11 @@ failed, frees their slots, and logs what it did), then waits for the pool with
 :class:`BoundedPoolWait`: it sleeps until the next claim check, names the run that holds the
 pool, cleans that run up if its process died meanwhile, and fails the run with
 :class:`PoolWaitTimeout` after ``CW_POOL_WAIT_TIMEOUT`` seconds of waiting.
-``python -m orchestration.recovery`` does the cleanup alone (``make dev`` runs it first, so
-dead runs do not count against the run queue's limit before any run could clean them); with
+Under ``make dev`` that is not enough: the daemon's run queue does not start a queued run while
+the pool's slots are held ("blocked by global concurrency limits"), so a dead holder would keep
+every scheduled and sensor run queued for ever, and no executor would ever run. The sensor
+:data:`dead_run_cleanup` does the same cleanup every 30 seconds. ``python -m
+orchestration.recovery`` does it once (``make dev`` runs it before the daemon starts); with
 ``--set-aside-warehouse`` it also moves a damaged warehouse file aside (``make rebuild``).
 
 A run's process is identified by the pid in its engine events ("Executing steps in process (pid:
@@ -66,8 +69,11 @@ LIVE_STATUSES = (
 )
 #: While a step waits, the holders are named again this often (seconds).
 REMIND_EVERY_S = 60.0
-#: /proc start times are in clock ticks since boot (whole seconds for the boot time).
-_START_TIME_SLACK_S = 2.0
+#: A process that started this long after its run recorded the pid is another program (the pid
+#: was reused, after a reboot typically). Generous: /proc start times are rounded (boot time in
+#: whole seconds) and move with wall-clock corrections; wrongly calling a live run dead would
+#: let two runs write at once (DuckDB's file lock still stops the second writer).
+START_TIME_SLACK_S = 60.0
 
 
 # --- processes (no Dagster) ----------------------------------------------------------------
@@ -96,8 +102,9 @@ def process_start_time(pid: int, proc: Path = Path("/proc")) -> float | None:
 def process_alive(pid: int, seen_at: float | None = None, proc: Path = Path("/proc")) -> bool:
     """Whether the process that was ``pid`` at epoch time ``seen_at`` still runs.
 
-    A process with that pid that started after ``seen_at`` is another program (pids are reused,
-    after a reboot certainly). Without ``/proc`` (not Linux) only the pid's existence is checked.
+    A process with that pid that started after ``seen_at`` (by more than
+    :data:`START_TIME_SLACK_S`) is another program: pids are reused, after a reboot certainly.
+    Without ``/proc`` (not Linux) only the pid's existence is checked.
     """
     if pid <= 0:
         return False
@@ -105,7 +112,7 @@ def process_alive(pid: int, seen_at: float | None = None, proc: Path = Path("/pr
         started = process_start_time(pid, proc)
         if started is None:
             return False
-        return seen_at is None or started <= seen_at + _START_TIME_SLACK_S
+        return seen_at is None or started <= seen_at + START_TIME_SLACK_S
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -227,7 +234,7 @@ def clean_up_dead_runs(
             + (f" in step {process.last_step}" if process.last_step else "")
         )
         instance.report_run_failed(
-            run, f"Marked failed by the next run's cleanup (orchestration/recovery.py): {why}."
+            run, f"Marked failed by the dead-run cleanup (orchestration/recovery.py): {why}."
         )
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         messages.append(
@@ -444,6 +451,28 @@ def writer_pool_executor(init_context: dg.InitExecutorContext) -> WriterPoolExec
             config.get("step_dependency_config")
         ),
     )
+
+
+# --- the daemon ---------------------------------------------------------------------------
+
+#: How often the daemon looks for dead runs (seconds).
+CLEANUP_INTERVAL_S = 30
+
+
+@dg.sensor(
+    name="dead_run_cleanup",
+    minimum_interval_seconds=CLEANUP_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every 30 s: runs whose process is gone are marked failed and their writer-pool "
+    "slots freed (orchestration/recovery.py). Under the daemon a queued run does not even "
+    "start while a pool slot is held, so a dead run would block the schedule and the sensor for "
+    "ever. Starts no run.",
+)
+def dead_run_cleanup(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    messages = clean_up_dead_runs(context.instance)
+    for message in messages:
+        context.log.warning(message)
+    return dg.SkipReason(" ".join(messages) if messages else "No dead runs.")
 
 
 # --- a damaged warehouse file --------------------------------------------------------------

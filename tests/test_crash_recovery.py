@@ -49,10 +49,12 @@ from orchestration.defs.resources import (
     fail_fast_on_data_errors,
 )
 from orchestration.recovery import (
+    LIVE_STATUSES,
     BoundedPoolWait,
     PoolWaitTimeout,
     WarehouseInUse,
     clean_up_dead_runs,
+    dead_run_cleanup,
     process_alive,
     set_aside_warehouse,
 )
@@ -199,6 +201,19 @@ def test_a_finished_run_that_kept_its_slot_is_freed(instance, dead_pid):
 
     assert _claimed(instance) == []
     assert any(run.run_id in m and "without releasing its slots" in m for m in messages)
+
+
+def test_the_daemons_sensor_cleans_up_dead_runs_and_starts_nothing(instance, dead_pid):
+    dead = _started_run(instance, dead_pid)
+    instance.event_log_storage.claim_concurrency_slot(WRITER_POOL, dead.run_id, "raw_files")
+
+    tick = dead_run_cleanup.evaluate_tick(dg.build_sensor_context(instance=instance))
+
+    assert tick.run_requests == []
+    assert tick.skip_message.startswith(f"Cleaned up run {dead.run_id}")
+    assert _claimed(instance) == []
+    quiet = dead_run_cleanup.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert quiet.skip_message == "No dead runs."
 
 
 def _wait_for_pool(context: BoundedPoolWait, step: str, deadline: float) -> bool:
@@ -545,8 +560,10 @@ mutation($params: ExecutionParams!) {
 def test_under_make_dev_a_launched_run_cleans_up_a_dead_run_first(
     demo_raw, uninterrupted, tmp_path, dead_pid
 ):
-    """The daemon's way (schedule, sensor, the UI's launchpad): queued, launched by the daemon
-    into a run worker of the code server; the executor cleans up before the first step."""
+    """The daemon's way (schedule, sensor, the UI's launchpad): a queued run is not even started
+    while a dead run holds the writer pool; the sensor dead_run_cleanup frees it, the run
+    starts and builds the same warehouse. (The demo data's survey files also make the sensor
+    new_survey_files start a survey_refresh run: both must end.)"""
     setup = harness.JobSetup.create(tmp_path, demo_raw, work=uninterrupted["work"])
     with dg.DagsterInstance.from_config(str(setup.home)) as instance:
         instance.event_log_storage.set_concurrency_slots(WRITER_POOL, 1)
@@ -585,12 +602,15 @@ def test_under_make_dev_a_launched_run_cleans_up_a_dead_run_first(
             return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
 
         assert _poll(finished, 900, server, log) == "SUCCESS", harness.tail(log)
+        with dg.DagsterInstance.from_config(str(setup.home)) as instance:
+            busy = dg.RunsFilter(statuses=[*LIVE_STATUSES, dg.DagsterRunStatus.QUEUED])
+            _poll(lambda: instance.get_runs_count(busy) == 0, 900, server, log)
+            failure = instance.all_logs(dead.run_id, of_type=DagsterEventType.RUN_FAILURE)
+            assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
     finally:
         harness.kill_group(server)
-    with dg.DagsterInstance.from_config(str(setup.home)) as instance:
-        messages = [entry.user_message for entry in instance.all_logs(run_id)]
-        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
-    assert any(m.startswith(f"Cleaned up run {dead.run_id}") for m in messages)
+    assert f"its process (pid {dead_pid}) is gone" in failure[0].dagster_event.message
+    assert "dead_run_cleanup" in log.read_text() or "Cleaned up run" in log.read_text()
     assert (
         harness.differences(
             uninterrupted["checksums"], harness.warehouse_checksums(setup.warehouse)

@@ -27,7 +27,7 @@ from orchestration.defs.raw.sensors import new_survey_files, survey_refresh
 from orchestration.defs.reports.assets import tier_report_html
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.schedules import daily_refresh, full_refresh
-from orchestration.recovery import writer_pool_executor
+from orchestration.recovery import dead_run_cleanup, writer_pool_executor
 
 
 def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
@@ -49,7 +49,7 @@ def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
         ],
         jobs=[full_refresh, survey_refresh],
         schedules=[daily_refresh],
-        sensors=[new_survey_files],
+        sensors=[new_survey_files, dead_run_cleanup],
         resources={
             "dbt": WarehouseDbtResource(project_dir=project, dbt_executable=dbt_executable()),
             "warehouse": WarehouseResource(),
