@@ -557,7 +557,7 @@ mutation($params: ExecutionParams!) {
 
 
 @pytest.mark.heavy
-def test_under_make_dev_a_launched_run_cleans_up_a_dead_run_first(
+def test_under_make_dev_the_sensor_frees_a_dead_runs_slot_and_a_queued_run_starts(
     demo_raw, uninterrupted, tmp_path, dead_pid
 ):
     """The daemon's way (schedule, sensor, the UI's launchpad): a queued run is not even started
