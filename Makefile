@@ -83,8 +83,8 @@ rebuild: ensure-raw-data dagster-home  ## move a damaged warehouse file aside an
 	$(MAKE) --no-print-directory run
 
 # `dagster dev` reads [tool.dagster] in pyproject.toml: code location `customer_warehouse`.
-# Dead runs from before a crash or reboot are failed first: they would count as running
-# against the run queue's limit until a run could clean them up (docs/orchestration.md).
+# Runs that died before (a crash, a reboot) are failed and their writer-pool slots freed first;
+# while it runs, the sensor dead_run_cleanup does that every 30 s (docs/orchestration.md).
 dev: ensure-raw-data dagster-home  ## Dagster UI + daemon (schedule, sensor) on http://127.0.0.1:3000 (DAGSTER_HOST/_PORT)
 	@mkdir -p $(dir $(CW_WAREHOUSE_PATH))
 	DAGSTER_HOME="$(DAGSTER_HOME)" $(BIN)/python -m orchestration.recovery
