@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 UV_VERSION ?= 0.13.9
 
 # Warehouse configuration (README "Configuration"). Exported so dbt, Dagster and Python see it.
+# Recipes read CW_* values from the environment ("$$CW_RAW_DIR"), never as make text
+# ($(CW_RAW_DIR)): a value with quotes or $(...) is data, not shell code.
 DEMO_DIR ?= $(CURDIR)/data/demo
 export CW_RAW_DIR ?= $(DEMO_DIR)
 export CW_WAREHOUSE_PATH ?= $(CURDIR)/data/warehouse.duckdb
@@ -27,11 +29,13 @@ PYTEST_ARGS ?=
 .PHONY: rebuild backfill report config help install lock ensure-raw-data demo-data run test test-heavy lint format docs bench dev clean dagster-home dagster-validate dagster-materialize
 
 config:  ## print the effective configuration (environment wins over defaults)
-	@echo "CW_RAW_DIR=$(CW_RAW_DIR)"
-	@echo "CW_WAREHOUSE_PATH=$(CW_WAREHOUSE_PATH)"
-	@echo "CW_AS_OF_DATE=$(CW_AS_OF_DATE)"
+	@printf 'CW_RAW_DIR=%s\n' "$$CW_RAW_DIR"
+	@printf 'CW_WAREHOUSE_PATH=%s\n' "$$CW_WAREHOUSE_PATH"
+	@printf 'CW_AS_OF_DATE=%s\n' "$$CW_AS_OF_DATE"
 	@env | grep '^CW_RAW_ENCODING' || echo "CW_RAW_ENCODING=auto (unset)"
 	@echo "CW_POOL_WAIT_TIMEOUT=$${CW_POOL_WAIT_TIMEOUT:-1800 (unset: default)}"
+	@echo "CW_SERVING_DIR=$${CW_SERVING_DIR:-$(patsubst %/,%,$(dir $(CW_WAREHOUSE_PATH)))/serving}"
+	@echo "CW_SERVING_KEEP=$${CW_SERVING_KEEP:-3}"
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -56,7 +60,7 @@ demo-data: install  ## generate demo data into data/demo (DEMO_CUSTOMERS, DEMO_S
 
 # Demo data is generated only when the caller did not point CW_RAW_DIR elsewhere.
 ensure-raw-data: install
-	@if [ "$(CW_RAW_DIR)" = "$(DEMO_DIR)" ] && [ ! -e "$(DEMO_DIR)/orders.csv" ] \
+	@if [ "$$CW_RAW_DIR" = "$(DEMO_DIR)" ] && [ ! -e "$(DEMO_DIR)/orders.csv" ] \
 		&& [ ! -e "$(DEMO_DIR)/orders.parquet" ]; then $(MAKE) --no-print-directory demo-data; fi
 
 # Dagster (docs/orchestration.md). `make run` and `make dev` share one instance folder: run
@@ -73,7 +77,7 @@ RUN_CONFIG ?=
 .PHONY: dagster-home dagster-validate dagster-materialize
 
 run: ensure-raw-data dagster-home  ## install, generate demo data if needed, build everything through Dagster
-	@mkdir -p $(dir $(CW_WAREHOUSE_PATH))
+	@mkdir -p "$$(dirname "$$CW_WAREHOUSE_PATH")"
 	$(DAGSTER) job execute -m $(DAGSTER_MODULE) -j full_refresh $(if $(RUN_CONFIG),-c $(RUN_CONFIG))
 
 # A damaged warehouse file: set it aside (kept, timestamped) and build a new one from the raw
@@ -86,7 +90,7 @@ rebuild: ensure-raw-data dagster-home  ## move a damaged warehouse file aside an
 # Runs that died before (a crash, a reboot) are failed and their writer-pool slots freed first;
 # while it runs, the sensor dead_run_cleanup does that every 30 s (docs/orchestration.md).
 dev: ensure-raw-data dagster-home  ## Dagster UI + daemon (schedule, sensor) on http://127.0.0.1:3000 (DAGSTER_HOST/_PORT)
-	@mkdir -p $(dir $(CW_WAREHOUSE_PATH))
+	@mkdir -p "$$(dirname "$$CW_WAREHOUSE_PATH")"
 	DAGSTER_HOME="$(DAGSTER_HOME)" $(BIN)/python -m orchestration.recovery
 	$(DAGSTER) dev -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 
@@ -106,7 +110,7 @@ dagster-validate: install  ## check that the Dagster definitions load (runs dbt 
 	$(DAGSTER) definitions validate -m $(DAGSTER_MODULE)
 
 dagster-materialize: ensure-raw-data dagster-home  ## materialize a selection, e.g. SELECT='raw/survey_responses*'
-	@mkdir -p $(dir $(CW_WAREHOUSE_PATH))
+	@mkdir -p "$$(dirname "$$CW_WAREHOUSE_PATH")"
 	$(DAGSTER) asset materialize -m $(DAGSTER_MODULE) --select '$(SELECT)'
 
 BACKFILL_START ?=

@@ -7,6 +7,10 @@
 | CW_AS_OF_DATE            | unset: the last accepted order date                 |
 | CW_RAW_ENCODING          | auto: UTF-8, UTF-16 with BOM or GB18030, per file   |
 | CW_RAW_ENCODING_<SOURCE> | CW_RAW_ENCODING, for one raw file (e.g. ..._ORDERS) |
+| CW_EXPORT_DIR            | exports/ beside the warehouse file (data/exports)   |
+| CW_PII_KEY               | demo data only: a generated key (privacy.pii_key)   |
+| CW_SERVING_DIR           | serving/ beside the warehouse file (data/serving)   |
+| CW_SERVING_KEEP          | 3 versions of the serving copy                      |
 | CW_POOL_WAIT_TIMEOUT     | 1800: seconds a step waits for the writer pool      |
 
 A variable set by the caller always wins over the default. An invalid value raises
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -25,6 +30,9 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RAW_DIR = PROJECT_DIR / "data" / "demo"
 DEFAULT_WAREHOUSE_PATH = PROJECT_DIR / "data" / "warehouse.duckdb"
+#: CRM contact lists go to exports/ beside the warehouse file unless CW_EXPORT_DIR says.
+EXPORT_DIR_NAME = "exports"
+DEFAULT_EXPORT_DIR = DEFAULT_WAREHOUSE_PATH.parent / EXPORT_DIR_NAME
 # The raw files of the contract (customer_warehouse.raw_load.SOURCES; a test keeps them equal).
 RAW_SOURCE_NAMES = ("orders", "customers", "order_items", "products", "redemptions")
 ENCODING_AUTO = "auto"
@@ -34,6 +42,11 @@ ENCODING_VARIABLE = "CW_RAW_ENCODING"
 #: benchmark scale (loyalty points for 1M customers, ~4 minutes; docs/benchmarks.md).
 DEFAULT_POOL_WAIT_TIMEOUT_S = 1800.0
 POOL_WAIT_TIMEOUT_VARIABLE = "CW_POOL_WAIT_TIMEOUT"
+#: The serving copy's folder is this folder beside the warehouse file unless CW_SERVING_DIR
+#: says otherwise: data/serving for the default warehouse, and a test's or a second
+#: installation's warehouse never publishes into another one's folder.
+SERVING_DIR_NAME = "serving"
+DEFAULT_SERVING_KEEP = 3
 
 
 class ConfigError(ValueError):
@@ -49,6 +62,17 @@ class Settings:
     # {raw source: Python codec name or "auto"}; see parse_raw_encodings.
     raw_encodings: Mapping[str, str] = field(default_factory=dict, hash=False)
     pool_wait_timeout_s: float = DEFAULT_POOL_WAIT_TIMEOUT_S
+    # CRM contact lists (customer_warehouse.crm_export): owner-only files.
+    export_dir: Path = DEFAULT_EXPORT_DIR
+    # The serving copy (customer_warehouse.serving): its folder (None: serving/ beside the
+    # warehouse file; load_settings always fills it) and how many versions to keep.
+    serving_dir: Path | None = None
+    serving_keep: int = DEFAULT_SERVING_KEEP
+
+    @property
+    def serving_path(self) -> Path:
+        """CW_SERVING_DIR, or serving/ beside the warehouse file."""
+        return self.serving_dir or self.warehouse_path.parent / SERVING_DIR_NAME
 
     @property
     def dbt_env(self) -> dict[str, str]:
@@ -134,6 +158,43 @@ def parse_raw_encodings(environ: Mapping[str, str] | None = None) -> dict[str, s
     return encodings
 
 
+def parse_serving_dir(value: str | None, warehouse_path: Path) -> Path:
+    """CW_SERVING_DIR: a folder (created when publishing) in an existing folder."""
+    if value is None or value.strip() == "":
+        return warehouse_path.parent / SERVING_DIR_NAME
+    path = Path(value.strip()).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"CW_SERVING_DIR={value!r} is a file; it must be the folder the serving copy is "
+            "published to, for example data/serving (or unset it: serving/ beside the "
+            "warehouse file)."
+        )
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"CW_SERVING_DIR={value!r}: the folder {path.parent} does not exist. Create it, "
+            "or unset CW_SERVING_DIR to publish to serving/ beside the warehouse file."
+        )
+    return path
+
+
+def parse_serving_keep(value: str | None) -> int:
+    """CW_SERVING_KEEP: how many published versions to keep, a whole number >= 1."""
+    if value is None or value.strip() == "":
+        return DEFAULT_SERVING_KEEP
+    try:
+        keep = int(value.strip())
+    except ValueError:
+        keep = 0
+    if keep < 1:
+        raise ConfigError(
+            f"CW_SERVING_KEEP={value!r} is not a number of versions. Set it to a whole number "
+            f"of 1 or more (for example CW_SERVING_KEEP=3; 2 or more lets a reader that is "
+            f"just opening the previous version still find it), or unset it for "
+            f"{DEFAULT_SERVING_KEEP}."
+        )
+    return keep
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, *, require_raw_dir: bool = True
 ) -> Settings:
@@ -170,10 +231,48 @@ def load_settings(
             "exist. Create it, or unset CW_WAREHOUSE_PATH to use data/warehouse.duckdb."
         )
 
+    check_dbt_settings(env)
     return Settings(
         raw_dir=raw_dir,
         warehouse_path=warehouse_path,
         as_of_date=parse_as_of_date(env.get("CW_AS_OF_DATE")),
         raw_encodings=parse_raw_encodings(env),
+        export_dir=_folder_setting(env, "CW_EXPORT_DIR", warehouse_path.parent / EXPORT_DIR_NAME),
+        serving_dir=parse_serving_dir(env.get("CW_SERVING_DIR"), warehouse_path),
+        serving_keep=parse_serving_keep(env.get("CW_SERVING_KEEP")),
         pool_wait_timeout_s=parse_pool_wait_timeout(env.get(POOL_WAIT_TIMEOUT_VARIABLE)),
     )
+
+
+#: The outputs of profiles.yml a run may select with CW_DBT_TARGET.
+DBT_TARGETS = ("duckdb", "spark")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def check_dbt_settings(env: Mapping[str, str]) -> None:
+    """The variables profiles.yml reads: a known target and a plain schema name, so that no
+    value from the environment reaches dbt's SQL as anything but an identifier."""
+    target = env.get("CW_DBT_TARGET", "").strip()
+    if target and target not in DBT_TARGETS:
+        raise ConfigError(
+            f"CW_DBT_TARGET={target!r} is not an output of profiles.yml; use one of "
+            f"{', '.join(DBT_TARGETS)}, or unset it (duckdb)."
+        )
+    schema = env.get("CW_SPARK_DEFAULT_SCHEMA", "").strip()
+    if schema and not _IDENTIFIER.match(schema):
+        raise ConfigError(
+            f"CW_SPARK_DEFAULT_SCHEMA={schema!r} is not a plain schema name: use letters, "
+            "digits and underscores, starting with a letter (for example analytics)."
+        )
+
+
+def _folder_setting(env: Mapping[str, str], variable: str, default: Path) -> Path:
+    """A folder the warehouse writes (created when needed): not an existing file."""
+    value = env.get(variable, "").strip()
+    path = Path(value).expanduser().resolve() if value else default
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"{variable}={value!r} is a file; it must be a folder the warehouse can write "
+            f"into (it is created when missing), or unset it to use {default}."
+        )
+    return path

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import duckdb
 
+from customer_warehouse import privacy
 from customer_warehouse.config import (
     ENCODING_AUTO,
     ConfigError,
@@ -565,6 +566,53 @@ def _transcode(path: Path, plan: _CsvPlan, target: Path, setting_variable: str) 
                 return
 
 
+def _has_mixed_line_ends(path: Path) -> bool:
+    """True when the file has CRLF and bare LF or CR line breaks (rows appended by another
+    program, a file edited on two systems). Quoted values may hold either kind too, so this
+    alone does not mean DuckDB cannot read the file (see `_load_csv`)."""
+    crlf = bare_lf = bare_cr = 0
+    carry = b""
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            data = carry + chunk
+            # Keep a trailing CR for the next chunk: it may be the first half of a CRLF.
+            carry = b"\r" if data.endswith(b"\r") else b""
+            data = data[:-1] if carry else data
+            pairs = data.count(b"\r\n")
+            crlf += pairs
+            bare_lf += data.count(b"\n") - pairs
+            bare_cr += data.count(b"\r") - pairs
+            if crlf and (bare_lf or bare_cr):
+                return True
+    bare_cr += len(carry)
+    return bool(crlf and (bare_lf or bare_cr))
+
+
+def _duckdb_reads(path: Path, plan: _CsvPlan) -> bool:
+    """Whether DuckDB's reader gets through the file (a probe on a private connection, so a
+    failure cannot abort the load's transaction)."""
+    with duckdb.connect() as probe:
+        try:
+            probe.execute(
+                f"select count(*) from {_read_csv_sql(path, plan.delimiter, len(plan.columns))}"
+            )
+        except duckdb.Error:
+            return False
+    return True
+
+
+def _normalize_line_ends(path: Path, target: Path) -> None:
+    """Copy `path` to `target` with every CRLF and bare CR turned into LF (streamed)."""
+    carry = b""
+    with path.open("rb") as source, target.open("wb") as sink:
+        while chunk := source.read(CHUNK_BYTES):
+            data = carry + chunk
+            carry = b"\r" if data.endswith(b"\r") else b""
+            data = data[:-1] if carry else data
+            sink.write(data.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+        sink.write(carry.replace(b"\r", b"\n"))
+
+
 def _line_break(path: Path) -> bytes:
     """b"\\n" (LF or CRLF line ends), or b"\\r" for a file whose lines end in CR only."""
     with path.open("rb") as handle:
@@ -814,6 +862,14 @@ def _load_csv(
     if plan.encoding != "utf-8":
         readable = scratch()
         _transcode(path, plan, readable, variable)
+    if _has_mixed_line_ends(readable) and not _duckdb_reads(readable, plan):
+        # Records ending in CRLF and in bare LF/CR both (rows appended by another program):
+        # DuckDB's reader stops on them. Read a copy with every line end as LF (line breaks
+        # inside quoted values become LF too).
+        normalized = scratch()
+        _normalize_line_ends(readable, normalized)
+        readable = normalized
+        log(f"{path.name}: mixes CRLF and LF line ends; read with every line end as LF")
     n_bad = _read_csv(con, path, readable, plan, spec)
     log(
         f"{path.name}: read as {plan.encoding_label} ({plan.encoding_how}), delimiter "
@@ -932,14 +988,22 @@ def load_raw(
     *,
     log: Callable[[str], None] = print,
     encodings: Mapping[str, str] | None = None,
+    erasures: Sequence[privacy.ErasureRequest] | None = None,
 ) -> list[LoadedSource]:
     """Check every contract file in `raw_dir`, then replace the raw tables in one transaction.
 
     `encodings`: {source: Python codec or "auto"}; by default the CW_RAW_ENCODING* variables.
+    `erasures`: customers whose personal values never enter a raw table (docs/privacy.md); by
+    default the requests in `raw_dir/erasure_requests.csv`. They are recorded in
+    `raw.erasure_requests` in the same transaction.
     """
     if encodings is None:
         encodings = parse_raw_encodings()
+    if erasures is None:
+        erasures = privacy.read_erasure_requests(raw_dir)
     plan = plan_load(con, raw_dir, encodings)
+    if privacy.register_erased_ids(con, erasures):
+        log(f"erasure requests: personal values of {len(erasures)} customer(s) are not loaded")
 
     results: list[LoadedSource] = []
     con.execute(f"create schema if not exists {RAW_SCHEMA}")
@@ -959,6 +1023,9 @@ def load_raw(
             for item in plan:
                 results.append(_load_one(con, item, scratch, log))
             _write_manifest(con, results)
+            new = privacy.record_erasure_requests(con, erasures)
+            if new:
+                log(f"erasure requests: {new} new customer(s) recorded in raw.erasure_requests")
             con.execute("commit")
         except BaseException:
             con.execute("rollback")
@@ -985,12 +1052,17 @@ def _load_one(
     try:
         con.execute(
             f"create or replace table {RAW_SCHEMA}.{spec.name} as "
-            f"select {', '.join(spec.columns)}, '{file_name}' as _source_file, "
+            f"select {', '.join(_scrubbed_columns(spec))}, '{file_name}' as _source_file, "
             "cast(_source_row as bigint) as _source_row, _load_error, _raw_line "
             "from _loading order by _source_row"
         )
     except duckdb.Error as exc:
         raise RawDataError(_explain_read_error(path, exc)) from None
+    if malformed:  # a malformed line has no parsed customer_id: blank it if it names one
+        con.execute(
+            f"update {RAW_SCHEMA}.{spec.name} set _raw_line = null "
+            f"where _load_error is not null and {privacy.mentions_erased_id('_raw_line')}"
+        )
     _drop_scratch_tables(con)
     rows = con.execute(f"select count(*) from {RAW_SCHEMA}.{spec.name}").fetchone()[0]
     note = f" (ignored columns: {', '.join(item.ignored)})" if item.ignored else ""
@@ -1010,6 +1082,17 @@ def _load_one(
         delimiter=item.csv.delimiter if item.csv else None,
         malformed_rows=malformed,
     )
+
+
+def _scrubbed_columns(spec: SourceSpec) -> list[str]:
+    """The contract's columns; personal ones (seeds/personal_columns.csv) null for a customer
+    with an erasure request, so the value never reaches a table (docs/privacy.md)."""
+    if "customer_id" not in spec.columns:
+        return list(spec.columns)
+    return [
+        f"{privacy.scrubbed(column)} as {column}" if privacy.is_personal(column) else column
+        for column in spec.columns
+    ]
 
 
 def _explain_read_error(path: Path | None, exc: duckdb.Error) -> str:

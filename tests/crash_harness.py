@@ -30,6 +30,7 @@ from pathlib import Path
 import duckdb
 
 from .conftest import PROJECT_DIR
+from .dagster_job import TEST_PII_KEY
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 
@@ -105,6 +106,9 @@ class JobSetup:
             DAGSTER_HOME=str(self.home),
             CW_RAW_DIR=str(self.raw_dir),
             CW_WAREHOUSE_PATH=str(self.warehouse),
+            CW_PII_KEY=TEST_PII_KEY,
+            CW_EXPORT_DIR=str(self.work / "exports"),
+            CW_SERVING_DIR=str(self.work / "serving"),
             DBT_TARGET_PATH=str(self.work / "target"),
             DBT_LOG_PATH=str(self.work / "logs"),
             DBT_PROFILES_DIR=str(PROJECT_DIR),

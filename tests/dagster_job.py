@@ -19,6 +19,9 @@ import pytest
 
 from .conftest import PROJECT_DIR
 
+#: The pseudonym key of test runs (a real run must set its own CW_PII_KEY).
+TEST_PII_KEY = "test-key-0123456789abcdef0123456789abcdef"
+
 
 @contextmanager
 def isolated_dbt_paths(folder: Path) -> Iterator[Path]:
@@ -31,6 +34,7 @@ def isolated_dbt_paths(folder: Path) -> Iterator[Path]:
         mp.setenv("DBT_LOG_PATH", str(folder / "logs"))
         mp.setenv("DBT_PROFILES_DIR", str(PROJECT_DIR))
         mp.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+        mp.setenv("CW_PII_KEY", TEST_PII_KEY)
         yield folder
 
 
@@ -45,7 +49,7 @@ def run_job(
 ) -> dg.ExecuteInProcessResult:
     """Job full_refresh (or a selection) in-process, the CW_* variables pointing at a tmp
     build: dbt and the Python assets read them at run time, as in production. The tier report
-    goes next to the warehouse."""
+    and the CRM exports go next to the warehouse."""
     run_config = {
         "ops": {
             "reports__tier_report": {"config": {"out_path": str(warehouse.parent / "r.html")}},
@@ -56,6 +60,7 @@ def run_job(
         mp.setenv("CW_RAW_DIR", str(raw_dir))
         mp.setenv("CW_WAREHOUSE_PATH", str(warehouse))
         mp.setenv("CW_AS_OF_DATE", "")
+        mp.setenv("CW_EXPORT_DIR", str(warehouse.parent / "exports"))
         for name, value in (env or {}).items():
             mp.setenv(name, value)
         with dg.DagsterInstance.ephemeral() as instance:

@@ -48,7 +48,15 @@ def _customers(folder: Path, ids: Sequence[str], rng: random.Random, signed_up: 
     _write(
         folder,
         "customers",
-        ["customer_id", "signed_up_at", "province", "marketing_consent", "birth_date"],
+        [
+            "customer_id",
+            "signed_up_at",
+            "province",
+            "marketing_consent",
+            "birth_date",
+            "email",
+            "phone",
+        ],
         [
             (
                 cid,
@@ -58,6 +66,8 @@ def _customers(folder: Path, ids: Sequence[str], rng: random.Random, signed_up: 
                 rng.choice(
                     ["", f"19{rng.randint(50, 99)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}"]
                 ),
+                rng.choice(["", f"{cid.lower()}@shop.example"]),
+                rng.choice(["", f"139{rng.randint(10_000_000, 99_999_999)}"]),
             )
             for cid in ids
         ],

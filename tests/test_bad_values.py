@@ -275,13 +275,11 @@ def item_rows(draw, orders: list[Row]) -> list[Row]:
             reason = draw(st.sampled_from(sorted(BAD_QUANTITY)))
             values["quantity"] = draw(st.sampled_from(BAD_QUANTITY[reason]))
         # The order's own problems come first (base_shop__order_items' `case`).
-        if order.malformed_fields is not None:
-            reason = "order_not_accepted"  # the item names the order the broken line meant
-        elif any(char in values["order_id"] for char in CONTROL):
+        if any(char in values["order_id"] for char in CONTROL):
             reason = "control_characters"
         elif not values["order_id"].strip():
             reason = "missing_order_id"
-        elif order.reason is not None:
+        elif order.reason is not None:  # also a malformed line: the order it meant is not there
             reason = "order_not_accepted"
         rows.append(Row(values, reason, {"quantity": expected_quantity}))
     return rows
@@ -310,7 +308,8 @@ def raw_folders(draw) -> dict:
         "format": file_format,
         "encoding": draw(st.sampled_from(["utf-8", "utf-8-sig", "gb18030"])),
         "delimiter": draw(st.sampled_from([",", ";", "\t", "|"])),
-        "newline": draw(st.sampled_from(["\n", "\r\n"])),
+        # "mixed": CRLF and LF lines in one file, as when rows are appended by another program.
+        "newline": draw(st.sampled_from(["\n", "\r\n", "mixed"])),
     }
 
 
@@ -331,14 +330,15 @@ def write_folder(folder: Path, shop: dict) -> None:
             pq.write_table(table, folder / f"{source}.parquet")
             continue
         path = folder / f"{source}.csv"
+        ends = ["\n", "\r\n"] if shop["newline"] == "mixed" else [shop["newline"]]
         with path.open("w", newline="", encoding=shop["encoding"]) as handle:
-            writer = csv.writer(handle, delimiter=shop["delimiter"], lineterminator=shop["newline"])
-            writer.writerow(columns)
-            for row in rows:
-                if row.malformed_fields is not None:
-                    handle.write(shop["delimiter"].join(row.malformed_fields) + shop["newline"])
-                else:
-                    writer.writerow([row.values[c] for c in columns])
+            for number, row in enumerate([None, *rows]):
+                end = ends[number % len(ends)]
+                if row is not None and row.malformed_fields is not None:
+                    handle.write(shop["delimiter"].join(row.malformed_fields) + end)
+                    continue
+                writer = csv.writer(handle, delimiter=shop["delimiter"], lineterminator=end)
+                writer.writerow(columns if row is None else [row.values[c] for c in columns])
 
 
 def _as_utc(value: datetime) -> datetime:

@@ -76,6 +76,8 @@ def test_makefile_lets_the_caller_win(tmp_path):
     defaults = _make_config(base)
     assert defaults["CW_RAW_DIR"] == str(PROJECT_DIR / "data" / "demo")
     assert defaults["CW_WAREHOUSE_PATH"] == str(PROJECT_DIR / "data" / "warehouse.duckdb")
+    assert defaults["CW_SERVING_DIR"] == str(PROJECT_DIR / "data" / "serving")
+    assert defaults["CW_SERVING_KEEP"] == "3"
     chosen = _make_config(
         base
         | {
@@ -95,4 +97,6 @@ def test_makefile_lets_the_caller_win(tmp_path):
         "CW_AS_OF_DATE": "2024-12-31",
         "CW_RAW_ENCODING": "gb18030",
         "CW_POOL_WAIT_TIMEOUT": "600",
+        "CW_SERVING_DIR": "/tmp/serving",  # beside the warehouse file
+        "CW_SERVING_KEEP": "3",
     }

@@ -22,7 +22,7 @@ import duckdb
 import pytest
 from dagster_dbt import DbtProject
 
-from customer_warehouse import loyalty, raw_load
+from customer_warehouse import loyalty, privacy, raw_load, serving
 from orchestration.defs import build_definitions
 from orchestration.defs.dbt.project import dbt_target_path, manifest_is_current
 from orchestration.defs.loyalty.assets import LOYALTY_OUTPUTS
@@ -38,6 +38,7 @@ from orchestration.defs.resources import (
 
 from .conftest import PROJECT_DIR, STAGING_SPLITS
 from .dagster_job import (
+    TEST_PII_KEY,
     check_evaluations,
     isolated_dbt_paths,
     materialized,
@@ -45,10 +46,12 @@ from .dagster_job import (
     step_failures,
     table_fingerprints,
 )
+from .serving_checks import assert_nothing_personal, content_mismatches, personal_values_found
 
 DEMO_CUSTOMERS = 1000
 DEMO_DIRTY_RATE = 0.01
-LAYERS = {"raw", "seeds", "staging", "intermediate", "marts", "snapshots", "reports"}
+LAYERS = {"raw", "seeds", "staging", "intermediate", "marts", "snapshots", "reports", "exports",
+          "serving", "privacy"}  # fmt: skip
 PREDICTION_TABLES = ("marts.customer_predictions", "marts.clv_model_params")
 SURVEY_UNIQUE_TEST = "unique_stg_surveys__responses_response_id"
 
@@ -387,6 +390,136 @@ def test_full_graph_row_counts(full_build, demo_dir):
     assert report.is_file() and report.parent == warehouse.parent  # run config, not reports/
     crm = metadata[key("marts/crm_reminders")]
     assert "contact_address" not in crm["preview"].value.split("\n")[0]  # no personal data
+    lists = metadata[key("exports/crm_contact_lists")]
+    assert lists["customers"].value > 0  # the demo has consenting customers with reminders
+
+
+@pytest.mark.slow
+def test_the_full_build_publishes_what_it_built_and_nothing_personal(defs, full_build, demo_dir):
+    """The job's last step published the serving copy beside the warehouse: after every table
+    it publishes (all marts, Python ones included, seeds, the snapshot), with exactly the
+    warehouse's content, no personal column or schema and no e-mail or phone of the input."""
+    result, warehouse = full_build
+    out = warehouse.parent / "serving"
+    graph = defs.resolve_asset_graph()
+    published_layers = {"marts", "seeds", "snapshots"}
+    assert graph.get(key("serving")).parent_keys == {
+        k for k in graph.get_all_asset_keys() if k.path[0] in published_layers
+    }
+    meta = materialized(result)[key("serving")]
+    assert meta["version_id"].value == serving.current_version(out)
+    manifest = serving.read_manifest(out)
+    assert {t.split(".")[0] for t in manifest["tables"]} == published_layers
+    tiers = manifest["tables"]["marts.customer_tiers"]
+    assert "customer_key" in tiers["columns"] and "customer_id" not in tiers["columns"]
+    assert (
+        manifest["as_of_date"]
+        == materialized(result)[key("marts/customer_tiers")]["as_of_date"].value
+    )
+    assert content_mismatches(warehouse, manifest, TEST_PII_KEY.encode()) == []
+    version_dir = out / "versions" / manifest["version"]
+    assert_nothing_personal(version_dir)
+    values = personal_values_of(demo_dir)
+    assert len(values) > 1000
+    assert personal_values_found(version_dir, values) == []
+    # Not even the customer ids: BI sees customer_key only.
+    with (demo_dir / "customers.csv").open(newline="", encoding="utf-8") as handle:
+        ids = {row["customer_id"] for row in csv.DictReader(handle)}
+    assert personal_values_found(version_dir, ids) == []
+
+
+def personal_values_of(raw_dir: Path, customers: set[str] | None = None) -> set[str]:
+    """E-mail addresses, phone numbers, full names and birth dates of the raw customers file
+    (of ``customers`` only, when given), each only when no other customer shares it (a shared
+    birth date in another customer's row is not a leak): what must never be published."""
+    with (raw_dir / "customers.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    owners: dict[str, set[str]] = {}
+    for row in rows:
+        for column in ("email", "phone", "full_name", "birth_date"):
+            if len(row[column] or "") >= 3:
+                owners.setdefault(row[column], set()).add(row["customer_id"])
+    return {
+        value
+        for value, ids in owners.items()
+        if len(ids) == 1 and (customers is None or ids <= customers)
+    }
+
+
+@pytest.mark.slow
+def test_an_erasure_request_removes_personal_values_everywhere_and_orders_still_count(
+    defs, full_build, demo_dir, tmp_path
+):
+    """Three customers ask to be forgotten: the next run leaves none of their personal values in
+    any table of any schema, any published serving version or any CRM list, the warehouse file
+    is rewritten once, and their orders still count in every aggregate."""
+    _result, built = full_build
+    work = tmp_path / "build"
+    # The warehouse, its serving copy and CRM lists; `current` is copied as the folder it
+    # points to (as `cp -r` does): the next publish must cope.
+    shutil.copytree(built.parent, work)
+    warehouse = work / built.name
+    raw = tmp_path / "raw"
+    shutil.copytree(demo_dir, raw)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        erased = [
+            row[0]
+            for row in con.execute(
+                "select customer_id from marts.crm_reminders join staging.stg_shop__customers "
+                "using (customer_id) where email is not null and phone is not null "
+                "and full_name is not null and birth_date is not null order by 1 limit 3"
+            ).fetchall()
+        ]
+        totals_before = con.execute(
+            "select sum(revenue), sum(orders_count) from marts.customer_features"
+        ).fetchone()
+    assert len(erased) == 3
+    values = personal_values_of(raw, set(erased))
+    assert len(values) >= 6
+    exported = "".join(p.read_text() for p in (work / "exports").rglob("*.csv"))
+    assert any(value in exported for value in values)  # they were on a CRM list before
+    (raw / privacy.ERASURE_FILE).write_text("customer_id,requested_at\n" + "".join(
+        f"{customer},2025-07-01\n" for customer in erased
+    ))  # fmt: skip
+
+    result = run_job(defs, raw, warehouse)
+    assert result.success, step_failures(result)
+    assert materialized(result)[key("privacy/erasure")]["warehouse_rewritten"].value is True
+
+    hits = []
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        columns = con.execute(
+            "select schema_name, table_name, column_name from duckdb_columns() "
+            "where data_type in ('VARCHAR', 'DATE') order by 1, 2, 3"
+        ).fetchall()
+        for schema, table, column in columns:  # every value of every text or date column
+            hits += [
+                f"{schema}.{table}.{column}: {row[0]}"
+                for row in con.execute(
+                    f'select distinct cast("{column}" as varchar) from "{schema}"."{table}" '
+                    f'where cast("{column}" as varchar) in (select unnest(?))',
+                    [sorted(values)],
+                ).fetchall()
+            ]
+        totals_after = con.execute(
+            "select sum(revenue), sum(orders_count) from marts.customer_features"
+        ).fetchone()
+        still_there = con.execute(
+            "select count(*) from marts.customer_features where customer_id in (?, ?, ?) "
+            "and orders_count > 0",
+            erased,
+        ).fetchone()[0]
+        compacted = con.execute(
+            "select count(*) from raw.erasure_requests where compacted_at is not null"
+        ).fetchone()[0]
+    assert hits == []
+    for version in (work / "serving" / "versions").iterdir():  # the old ones too
+        assert personal_values_found(version, values) == [], version.name
+    for path in (work / "exports").rglob("*.csv"):
+        assert not [v for v in values if v in path.read_text()], path
+    assert (
+        totals_after == totals_before and still_there == 3 and compacted == 3
+    )  # a second run compacts nothing: tests/test_privacy.py
 
 
 @pytest.mark.slow
@@ -435,10 +568,15 @@ def test_a_failing_blocking_check_stops_what_depends_on_it(defs, full_build, dem
     the ERROR test unique(response_id) on stg_surveys__responses: dbt skips the models built
     on it, Dagster fails the dbt step and starts none of the Python assets after it (the
     predictions are built on customer_features, which depends on the surveys), and their
-    tables from the previous build stay exactly as they were."""
+    tables from the previous build stay exactly as they were. Nothing is published: the
+    serving copy's ``current`` stays on the full build's version."""
     _result, built = full_build
     warehouse = tmp_path / "warehouse.duckdb"
     shutil.copy(built, warehouse)
+    # The full build's serving copy, beside the warehouse as CW_SERVING_DIR defaults to.
+    shutil.copytree(built.parent / "serving", tmp_path / "serving", symlinks=True)
+    published = serving.current_version(tmp_path / "serving")
+    assert published is not None
     with duckdb.connect(str(warehouse)) as con:
         con.execute(
             "insert into raw.survey_responses (response_id, customer_id, submitted_at, nps, "
@@ -465,6 +603,14 @@ def test_a_failing_blocking_check_stops_what_depends_on_it(defs, full_build, dem
     for table in python_tables:
         assert key(table.replace(".", "/")) not in done, table
     assert table_fingerprints(warehouse, python_tables) == before
+    # The serving step never started ("Dependencies for step serving failed: ['dbt_models']");
+    # readers keep the last good version; the run's failure names the failed test.
+    assert key("serving") not in done
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert "dbt_models" in started and "serving" not in started
+    assert SURVEY_UNIQUE_TEST in step_failures(result)["dbt_models"]
+    assert serving.current_version(tmp_path / "serving") == published
+    assert serving.list_versions(tmp_path / "serving") == [published]
 
 
 # Columns that record when a run happened, not what it computed.

@@ -394,6 +394,29 @@ def test_cr_only_line_ends_and_unnamed_trailing_columns(tmp_path):
     assert "(first: line 4, too_few_fields)" in "\n".join(log)
 
 
+@pytest.mark.parametrize(
+    "ends",
+    [["\n", "\r\n"], ["\r\n", "\n", "\n"], ["\r\n", "\r"]],
+    ids=["lf-then-crlf", "crlf-then-lf", "crlf-and-cr"],
+)
+def test_mixed_line_ends_load_every_row(tmp_path, ends):
+    """Rows appended by another program (Python's csv writes CRLF onto an LF export): DuckDB
+    alone stops with "state machine reached an invalid state"; the loader reads them all."""
+    records = [f"{n},c{n},2025-01-{n:02d},{n}.50" for n in range(1, 13)]
+    records[4] = '5,"c5, the second",2025-01-05,5.50'
+    text = (
+        ORDER_HEADER
+        + ends[0]
+        + "".join(record + ends[n % len(ends)] for n, record in enumerate(records))
+    )
+    raw = _raw_dir(tmp_path, orders_csv=text.encode())
+    log: list[str] = []
+    _load(raw, tmp_path / "w.duckdb", log=log.append)
+    assert _count(tmp_path / "w.duckdb", "orders") == 12
+    _assert_matches_python_csv(tmp_path / "w.duckdb", "orders", text.replace("\r\n", "\n"))
+    assert "mixes CRLF and LF line ends" in "\n".join(log)
+
+
 def test_a_file_where_no_row_fits_the_header_stops(tmp_path):
     raw = _raw_dir(
         tmp_path, orders_csv=f"{ORDER_HEADER}\n1;c1;2025-01-01;10\n2;c2;2025-01-01;10\n".encode()

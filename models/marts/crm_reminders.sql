@@ -1,8 +1,9 @@
 {#-
     Contact lists for CRM, one row per customer and reminder type, as of the as-of date.
-    The only marts table with a contact field, under the contact rule of
-    int_customer_contacts_filtered_to_consent (docs/tiers.md, "CRM contact rule"): only
-    customers who gave marketing consent are listed, with one address for one channel.
+    Under the contact rule of int_customer_contacts_filtered_to_consent (docs/tiers.md, "CRM
+    contact rule"): only customers who gave marketing consent and left an address are listed,
+    with the one channel to use. The address itself is not in this table: the contact export
+    (asset crm_contact_lists, docs/privacy.md) joins it on the way out.
     Reminder types (thresholds in seeds/tiers/tier_settings.csv):
     - birthday_greeting: the birthday falls within crm_birthday_lookahead_days after the as-of
       date (29 February birthdays are on 28 February in other years); due on the birthday.
@@ -157,7 +158,6 @@ final as (
         reminders.due_date,
         {{ cw_as_text('reminders.reason') }} as reason,
         {{ cw_as_text('contactable.contact_channel') }} as contact_channel,
-        {{ cw_as_text('contactable.contact_address') }} as contact_address,
         {{ cw_as_text('contactable.value_tier') }} as value_tier,
         {{ cw_as_text('contactable.lifecycle_stage') }} as lifecycle_stage,
         {{ cw_as_text('contactable.membership_level') }} as membership_level,

@@ -26,6 +26,10 @@ survey_answers as (
     select * from {{ ref('int_survey_responses_aggregated_to_customers') }}
 ),
 
+age_bands as (
+    select * from {{ ref('int_customers_assigned_to_age_bands') }}
+),
+
 favourite_categories as (
     select
         customer_id,
@@ -44,6 +48,7 @@ final as (
         {{ cw_as_text('customers.province') }} as province,
         {{ cw_as_text('customers.city') }} as city,
         {{ cw_as_text("coalesce(customers.region, 'unknown')") }} as region,
+        {{ cw_as_text('age_bands.age_band') }} as age_band,
         {{ cw_as_text('customers.acquisition_channel') }} as acquisition_channel,
         coalesce(purchase_stats.purchase_days_count, 0) > 0 as has_purchased,
         purchase_stats.first_purchase_date,
@@ -98,6 +103,8 @@ final as (
         on customers.customer_id = favourite_categories.customer_id
     left join survey_answers
         on customers.customer_id = survey_answers.customer_id
+    left join age_bands
+        on customers.customer_id = age_bands.customer_id
 )
 
 select * from final

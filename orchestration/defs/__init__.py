@@ -2,8 +2,10 @@
 
 Layout, one folder per domain: ``raw`` (raw files, surveys, the survey sensor), ``dbt`` (the dbt
 project, its translator and assets), ``loyalty`` and ``predictions`` (Python marts and their
-checks), ``reports`` (the HTML tier report); ``resources.py`` (DuckDB, pool, retries),
-``metadata.py`` (row counts, previews), ``schedules.py`` (the full job and its schedule). The
+checks), ``reports`` (the HTML tier report), ``exports`` (CRM contact lists), ``serving``
+(the serving copy for BI tools, after every table it publishes); ``resources.py`` (DuckDB,
+pool, retries), ``metadata.py`` (row counts, previews), ``schedules.py`` (the full job and its
+schedule). The
 executor is ``orchestration/recovery.py`` (dead runs cleaned up, bounded writer-pool waits).
 """
 
@@ -20,13 +22,16 @@ from orchestration.defs.dbt.project import (
     build_dbt_project,
     dbt_executable,
 )
+from orchestration.defs.exports.assets import crm_contact_lists
 from orchestration.defs.loyalty.assets import loyalty_points
 from orchestration.defs.predictions.assets import customer_predictions, prediction_backtest
+from orchestration.defs.privacy.assets import build_erasure_asset
 from orchestration.defs.raw.assets import raw_files, survey_files
 from orchestration.defs.raw.sensors import new_survey_files, survey_refresh
 from orchestration.defs.reports.assets import tier_report_html
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.schedules import daily_refresh, full_refresh
+from orchestration.defs.serving.assets import build_serving_asset
 from orchestration.recovery import dead_run_cleanup, writer_pool_executor
 
 
@@ -37,16 +42,20 @@ def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
     ``dbt parse`` when the manifest is missing or stale (orchestration/defs/dbt/project.py).
     """
     project = build_dbt_project(project_dir)
+    assets = [
+        raw_files,
+        survey_files,
+        build_dbt_assets(project),
+        loyalty_points,
+        customer_predictions,
+        prediction_backtest,
+        tier_report_html,
+        crm_contact_lists,
+    ]
     return dg.Definitions(
-        assets=[
-            raw_files,
-            survey_files,
-            build_dbt_assets(project),
-            loyalty_points,
-            customer_predictions,
-            prediction_backtest,
-            tier_report_html,
-        ],
+        # The serving copy comes after every asset whose table it publishes; the erasure
+        # step after every writer.
+        assets=[*assets, build_serving_asset(assets), build_erasure_asset(assets)],
         jobs=[full_refresh, survey_refresh],
         schedules=[daily_refresh],
         sensors=[new_survey_files, dead_run_cleanup],

@@ -13,25 +13,9 @@ from typing import Any
 import dagster as dg
 import duckdb
 
+from customer_warehouse import privacy
+
 PREVIEW_ROWS = 5
-#: Never copied into a preview, whatever the table (the list of the dbt test
-#: tests/dbt/marts/assert_no_personal_data_in_marts.sql; crm_reminders carries contact_address).
-PERSONAL_COLUMNS = frozenset(
-    {
-        "email",
-        "phone",
-        "full_name",
-        "name",
-        "first_name",
-        "last_name",
-        "birth_date",
-        "birthday",
-        "date_of_birth",
-        "address",
-        "street",
-        "contact_address",
-    }
-)
 
 
 def table_key(table: str) -> dg.AssetKey:
@@ -93,7 +77,7 @@ def counts_markdown(counts: Mapping[str, int], label: str, value: str = "rows") 
 def preview(con: duckdb.DuckDBPyConnection, table: str, limit: int = PREVIEW_ROWS) -> str:
     """The first rows of a table (in its stored order) as markdown, personal columns left out."""
     columns = table_columns(con, table)
-    shown = [c for c in columns if c.lower() not in PERSONAL_COLUMNS]
+    shown = privacy.without_personal(columns)
     select_list = ", ".join(f'"{c}"' for c in shown) or "null as no_columns"
     rows = con.execute(
         f"select {select_list} from {quote_table(table)} limit {int(limit)}"

@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from customer_warehouse import raw_load, surveys
+from customer_warehouse import privacy, raw_load, surveys
 from orchestration.defs.metadata import counts_markdown, markdown_table, table_metadata
 from orchestration.defs.resources import (
     LOCK_RETRY,
@@ -43,9 +43,20 @@ def _raw_file_spec(spec: raw_load.SourceSpec) -> dg.AssetSpec:
     )
 
 
+ERASURE_KEY = raw_key("erasure_requests")
+ERASURE_SPEC = dg.AssetSpec(
+    key=ERASURE_KEY,
+    group_name=RAW_GROUP,
+    kinds=KINDS,
+    description="`raw.erasure_requests`: every erasure request of "
+    f"CW_RAW_DIR/{privacy.ERASURE_FILE} with when it was applied and compacted. Personal values "
+    "of these customers are never loaded (docs/privacy.md).",
+)
+
+
 @dg.multi_asset(
     name="raw_files",
-    specs=[_raw_file_spec(spec) for spec in raw_load.SOURCES],
+    specs=[*(_raw_file_spec(spec) for spec in raw_load.SOURCES), ERASURE_SPEC],
     can_subset=False,
     pool=WRITER_POOL,
     retry_policy=LOCK_RETRY,
@@ -56,6 +67,9 @@ def _raw_file_spec(spec: raw_load.SourceSpec) -> dg.AssetSpec:
 )
 def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     settings = warehouse.settings()
+    # A real run without a pseudonym key stops here, before anything is replaced.
+    with fail_fast_on_data_errors("Checking the pseudonym key (CW_PII_KEY)"):
+        privacy.pii_key(settings.raw_dir, log=context.log.info)
     with warehouse.connect() as con:
         with fail_fast_on_data_errors(f"Loading the raw files of {settings.raw_dir}"):
             loaded = raw_load.load_raw(
@@ -83,6 +97,16 @@ def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
                 f"{item.file}: {item.malformed_rows} malformed line(s) kept as rows with a "
                 f"_load_error; staging rejects them as malformed_row (staging.*_rejects)."
             )
+    with warehouse.connect(read_only=True) as con:
+        requests = con.execute(f"select count(*) from {privacy.ERASURE_TABLE}").fetchone()[0]
+        pending = len(privacy.pending_erasures(con))
+    yield dg.MaterializeResult(
+        asset_key=ERASURE_KEY,
+        metadata={
+            "requests": dg.MetadataValue.int(requests),
+            "pending_compaction": dg.MetadataValue.int(pending),
+        },
+    )
     for item in loaded:
         yield dg.MaterializeResult(
             asset_key=raw_key(item.source),
@@ -130,6 +154,8 @@ def survey_files_in(folder: Path) -> list[Path]:
             kinds=KINDS,
             description=f"`raw.{table}`: {_SURVEY_DESCRIPTIONS[table]} Written by "
             "customer_warehouse.surveys from CW_RAW_DIR/surveys/*.csv|*.json.",
+            # Erasure requests blank the free text of answers already ingested.
+            deps=[ERASURE_KEY],
         )
         for table in SURVEY_TABLES
     ],
@@ -156,6 +182,9 @@ def survey_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     with warehouse.connect() as con:
         with fail_fast_on_data_errors(f"Ingesting the survey files of {folder}"):
             report = surveys.ingest_surveys(con, folder)
+            erased = privacy.erase_from_surveys(con)
+        if erased:
+            context.log.info(f"Erasure requests: free text blanked in {erased} survey row(s)")
         failing = _failing_files(con, folder)
         metadata = {table: table_metadata(con, f"raw.{table}") for table in SURVEY_TABLES}
     for name, error in report.failed.items():

@@ -1,6 +1,7 @@
 {#-
-    The CRM contact rule: every listed customer gave marketing consent in the customers file,
-    and the address is theirs (their e-mail, or their phone when they have no e-mail).
+    The CRM contact rule: every listed customer gave marketing consent in the customers file
+    and has an address, and the channel is the one the rule picks (e-mail when there is one,
+    else SMS). The address itself is not in the mart: the contact export joins it.
 -#}
 with
 
@@ -20,4 +21,6 @@ left join customers
     on reminders.customer_id = customers.customer_id
 where customers.customer_id is null
     or not coalesce(customers.has_marketing_consent, false)
-    or reminders.contact_address <> coalesce(customers.email, customers.phone)
+    or coalesce(customers.email, customers.phone) is null
+    or reminders.contact_channel
+    <> case when customers.email is not null then 'email' else 'sms' end
