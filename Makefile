@@ -26,13 +26,14 @@ DEMO_FORMAT ?= csv
 # Tests: extra pytest arguments, e.g. make test PYTEST_ARGS="-k staging"
 PYTEST_ARGS ?=
 
-.PHONY: backfill report config help install lock ensure-raw-data demo-data run test test-heavy lint format docs bench dev clean dagster-home dagster-validate dagster-materialize
+.PHONY: rebuild backfill report config help install lock ensure-raw-data demo-data run test test-heavy lint format docs bench dev clean dagster-home dagster-validate dagster-materialize
 
 config:  ## print the effective configuration (environment wins over defaults)
 	@printf 'CW_RAW_DIR=%s\n' "$$CW_RAW_DIR"
 	@printf 'CW_WAREHOUSE_PATH=%s\n' "$$CW_WAREHOUSE_PATH"
 	@printf 'CW_AS_OF_DATE=%s\n' "$$CW_AS_OF_DATE"
 	@env | grep '^CW_RAW_ENCODING' || echo "CW_RAW_ENCODING=auto (unset)"
+	@echo "CW_POOL_WAIT_TIMEOUT=$${CW_POOL_WAIT_TIMEOUT:-1800 (unset: default)}"
 	@echo "CW_SERVING_DIR=$${CW_SERVING_DIR:-$(patsubst %/,%,$(dir $(CW_WAREHOUSE_PATH)))/serving}"
 	@echo "CW_SERVING_KEEP=$${CW_SERVING_KEEP:-3}"
 
@@ -79,9 +80,18 @@ run: ensure-raw-data dagster-home  ## install, generate demo data if needed, bui
 	@mkdir -p "$$(dirname "$$CW_WAREHOUSE_PATH")"
 	$(DAGSTER) job execute -m $(DAGSTER_MODULE) -j full_refresh $(if $(RUN_CONFIG),-c $(RUN_CONFIG))
 
+# A damaged warehouse file: set it aside (kept, timestamped) and build a new one from the raw
+# files. Every run cleans up dead runs itself (orchestration/recovery.py); so does this.
+rebuild: ensure-raw-data dagster-home  ## move a damaged warehouse file aside and build it again from the raw files
+	DAGSTER_HOME="$(DAGSTER_HOME)" $(BIN)/python -m orchestration.recovery --set-aside-warehouse
+	$(MAKE) --no-print-directory run
+
 # `dagster dev` reads [tool.dagster] in pyproject.toml: code location `customer_warehouse`.
+# Runs that died before (a crash, a reboot) are failed and their writer-pool slots freed first;
+# while it runs, the sensor dead_run_cleanup does that every 30 s (docs/orchestration.md).
 dev: ensure-raw-data dagster-home  ## Dagster UI + daemon (schedule, sensor) on http://127.0.0.1:3000 (DAGSTER_HOST/_PORT)
 	@mkdir -p "$$(dirname "$$CW_WAREHOUSE_PATH")"
+	DAGSTER_HOME="$(DAGSTER_HOME)" $(BIN)/python -m orchestration.recovery
 	$(DAGSTER) dev -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 
 # The instance settings (writer pool limit) come from orchestration/dagster.yaml. The project's

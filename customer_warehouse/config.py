@@ -11,6 +11,7 @@
 | CW_PII_KEY               | demo data only: a generated key (privacy.pii_key)   |
 | CW_SERVING_DIR           | serving/ beside the warehouse file (data/serving)   |
 | CW_SERVING_KEEP          | 3 versions of the serving copy                      |
+| CW_POOL_WAIT_TIMEOUT     | 1800: seconds a step waits for the writer pool      |
 
 A variable set by the caller always wins over the default. An invalid value raises
 `ConfigError` naming the variable and the fix, before anything is read or written.
@@ -36,6 +37,11 @@ DEFAULT_EXPORT_DIR = DEFAULT_WAREHOUSE_PATH.parent / EXPORT_DIR_NAME
 RAW_SOURCE_NAMES = ("orders", "customers", "order_items", "products", "redemptions")
 ENCODING_AUTO = "auto"
 ENCODING_VARIABLE = "CW_RAW_ENCODING"
+#: Seconds a step waits for the DuckDB writer pool while another run holds it, then its run
+#: fails (orchestration/defs/recovery.py). Half an hour: several times the longest step at
+#: benchmark scale (loyalty points for 1M customers, ~4 minutes; docs/benchmarks.md).
+DEFAULT_POOL_WAIT_TIMEOUT_S = 1800.0
+POOL_WAIT_TIMEOUT_VARIABLE = "CW_POOL_WAIT_TIMEOUT"
 #: The serving copy's folder is this folder beside the warehouse file unless CW_SERVING_DIR
 #: says otherwise: data/serving for the default warehouse, and a test's or a second
 #: installation's warehouse never publishes into another one's folder.
@@ -55,6 +61,7 @@ class Settings:
     project_dir: Path = PROJECT_DIR
     # {raw source: Python codec name or "auto"}; see parse_raw_encodings.
     raw_encodings: Mapping[str, str] = field(default_factory=dict, hash=False)
+    pool_wait_timeout_s: float = DEFAULT_POOL_WAIT_TIMEOUT_S
     # CRM contact lists (customer_warehouse.crm_export): owner-only files.
     export_dir: Path = DEFAULT_EXPORT_DIR
     # The serving copy (customer_warehouse.serving): its folder (None: serving/ beside the
@@ -87,6 +94,24 @@ def parse_as_of_date(value: str | None) -> date | None:
             "(for example CW_AS_OF_DATE=2025-06-30), or unset it to compute the warehouse "
             "as of the last order date in the data."
         ) from None
+
+
+def parse_pool_wait_timeout(value: str | None) -> float:
+    """CW_POOL_WAIT_TIMEOUT: seconds (> 0, at most a week); '' or None means the default."""
+    if value is None or value.strip() == "":
+        return DEFAULT_POOL_WAIT_TIMEOUT_S
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 7 * 24 * 3600:  # also false for nan
+        raise ConfigError(
+            f"{POOL_WAIT_TIMEOUT_VARIABLE}={value!r} is not a number of seconds. Set it to how "
+            "long a step may wait for the DuckDB writer pool while another run holds it, for "
+            f"example {POOL_WAIT_TIMEOUT_VARIABLE}=3600 (more than 0, at most 604800), or unset "
+            f"it for the default ({DEFAULT_POOL_WAIT_TIMEOUT_S:g} s)."
+        )
+    return seconds
 
 
 def encoding_variable(source: str) -> str:
@@ -215,6 +240,7 @@ def load_settings(
         export_dir=_folder_setting(env, "CW_EXPORT_DIR", warehouse_path.parent / EXPORT_DIR_NAME),
         serving_dir=parse_serving_dir(env.get("CW_SERVING_DIR"), warehouse_path),
         serving_keep=parse_serving_keep(env.get("CW_SERVING_KEEP")),
+        pool_wait_timeout_s=parse_pool_wait_timeout(env.get(POOL_WAIT_TIMEOUT_VARIABLE)),
     )
 
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import html
 import io
+import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +35,8 @@ import pandas as pd  # noqa: E402
 from customer_warehouse.config import PROJECT_DIR, ConfigError, load_settings  # noqa: E402
 
 DEFAULT_OUT = PROJECT_DIR / "reports" / "tier_report.html"
+#: A temporary report file this old was left by a killed writer (see write_atomically).
+STALE_TEMP_AGE_S = 3600
 DIMENSIONS = ("value_tier", "membership_level", "lifecycle_stage", "region")
 #: Segment order for the charts (best first); segments not listed follow alphabetically.
 SEGMENT_ORDER = {
@@ -228,9 +233,33 @@ def build_report(con: duckdb.DuckDBPyConnection, out_path: Path) -> Path:
                 f"<img alt='value-tier transitions' src='data:image/png;base64,{matrix_png}'>"
             )
     parts.append("</body></html>")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text("\n".join(parts), encoding="utf-8")
+    write_atomically(out_path, "\n".join(parts))
     return out_path
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to a hidden temporary file beside `path`, then rename it over `path`.
+
+    A reader (or a browser) sees the old report or the new one, never half of one, also when
+    the process is killed while writing. Temporary files that a killed writer left behind are
+    removed once they are older than :data:`STALE_TEMP_AGE_S`.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    now = time.time()
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - leftover.stat().st_mtime > STALE_TEMP_AGE_S:
+                leftover.unlink()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -87,12 +87,16 @@ def test_makefile_lets_the_caller_win(tmp_path):
         }
     )
     assert defaults["CW_RAW_ENCODING"] == "auto (unset)"
-    chosen = _make_config(base | {**chosen, "CW_RAW_ENCODING": "gb18030"})
+    assert defaults["CW_POOL_WAIT_TIMEOUT"] == "1800 (unset: default)"
+    chosen = _make_config(
+        base | {**chosen, "CW_RAW_ENCODING": "gb18030", "CW_POOL_WAIT_TIMEOUT": "600"}
+    )
     assert chosen == {
         "CW_RAW_DIR": str(tmp_path),
         "CW_WAREHOUSE_PATH": "/tmp/x.duckdb",
         "CW_AS_OF_DATE": "2024-12-31",
         "CW_RAW_ENCODING": "gb18030",
+        "CW_POOL_WAIT_TIMEOUT": "600",
         "CW_SERVING_DIR": "/tmp/serving",  # beside the warehouse file
         "CW_SERVING_KEEP": "3",
     }

@@ -44,6 +44,7 @@ VARIABLES = {
     "CW_SPARK_DEFAULT_SCHEMA": "refused",
     "CW_SERVING_DIR": "path",
     "CW_SERVING_KEEP": "refused",
+    "CW_POOL_WAIT_TIMEOUT": "refused",
 }
 SETTING_OF = {"CW_RAW_DIR": "raw_dir", "CW_WAREHOUSE_PATH": "warehouse_path",
               "CW_EXPORT_DIR": "export_dir", "CW_SERVING_DIR": "serving_dir"}  # fmt: skip

@@ -5,7 +5,8 @@ project, its translator and assets), ``loyalty`` and ``predictions`` (Python mar
 checks), ``reports`` (the HTML tier report), ``exports`` (CRM contact lists), ``serving``
 (the serving copy for BI tools, after every table it publishes); ``resources.py`` (DuckDB,
 pool, retries), ``metadata.py`` (row counts, previews), ``schedules.py`` (the full job and its
-schedule).
+schedule). The
+executor is ``orchestration/recovery.py`` (dead runs cleaned up, bounded writer-pool waits).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from orchestration.defs.reports.assets import tier_report_html
 from orchestration.defs.resources import WarehouseResource
 from orchestration.defs.schedules import daily_refresh, full_refresh
 from orchestration.defs.serving.assets import build_serving_asset
+from orchestration.recovery import dead_run_cleanup, writer_pool_executor
 
 
 def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
@@ -56,12 +58,13 @@ def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
         assets=[*assets, build_serving_asset(assets), build_erasure_asset(assets)],
         jobs=[full_refresh, survey_refresh],
         schedules=[daily_refresh],
-        sensors=[new_survey_files],
+        sensors=[new_survey_files, dead_run_cleanup],
         resources={
             "dbt": WarehouseDbtResource(project_dir=project, dbt_executable=dbt_executable()),
             "warehouse": WarehouseResource(),
         },
         # One process runs the steps one after another: DuckDB has one writer at a time
-        # anyway, and no step pays for a fresh interpreter and a definitions load.
-        executor=dg.in_process_executor,
+        # anyway, and no step pays for a fresh interpreter and a definitions load. The run
+        # first cleans up dead runs, and waits for the writer pool boundedly (recovery.py).
+        executor=writer_pool_executor,
     )

@@ -7,7 +7,8 @@ process outside Dagster (a DuckDB shell, a notebook, a plain ``dbt build``): tha
 failure a retry can fix, so only lock conflicts are retried (:data:`LOCK_RETRY`). Everything
 else -- a broken raw file, a failed dbt test -- is a data error that fails at once with its
 message (:func:`fail_fast_on_data_errors`). (A model fit that cannot be trusted is not an
-error: the prediction asset falls back and says why, docs/predictions.md.)
+error: the prediction asset falls back and says why, docs/predictions.md.) A damaged warehouse
+file fails at once too, naming the file and ``make rebuild`` (:func:`corruption_failure`).
 """
 
 from __future__ import annotations
@@ -29,12 +30,37 @@ LOCK_RETRY = dg.RetryPolicy(
 )
 
 _LOCK_MARKERS = ("could not set lock", "conflicting lock")
+#: What DuckDB says about a damaged file: a broken header, or a block whose checksum is wrong.
+_CORRUPTION_MARKERS = ("not a valid duckdb database file", "corrupt database file")
+#: The documented way back from a damaged warehouse file (Makefile, docs/orchestration.md).
+REBUILD_COMMAND = "make rebuild"
 
 
 def is_lock_conflict(error: BaseException | str) -> bool:
     """True when `error` says another process holds the DuckDB file (worth a retry)."""
     text = str(error).lower()
     return any(marker in text for marker in _LOCK_MARKERS)
+
+
+def is_corruption(error: BaseException | str) -> bool:
+    """True when `error` says the DuckDB file itself is damaged (no retry, no data fix helps)."""
+    text = str(error).lower()
+    return any(marker in text for marker in _CORRUPTION_MARKERS)
+
+
+def corruption_failure(path: object, error: BaseException | str) -> dg.Failure:
+    """The failure of a run that met a damaged warehouse file: the file and the way back."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else "damaged"
+    return dg.Failure(
+        description=(
+            f"The warehouse file {path} is damaged ({first_line}). Rebuild it from the raw "
+            f"files with `{REBUILD_COMMAND}`: it moves the damaged file aside (kept, with a "
+            "timestamp) and runs the whole job again. The serving copy keeps serving the last "
+            'published version meanwhile (docs/orchestration.md, "Crashes and reruns").'
+        ),
+        metadata={"warehouse_path": str(path), "rebuild_command": REBUILD_COMMAND},
+        allow_retries=False,
+    )
 
 
 @contextmanager
@@ -51,11 +77,20 @@ def fail_fast_on_data_errors(what: str) -> Iterator[None]:
     except Exception as exc:
         if is_lock_conflict(exc):
             raise
+        if is_corruption(exc):
+            raise corruption_failure(_warehouse_path_or_unknown(), exc) from exc
         raise dg.Failure(
             description=f"{what} failed: {exc}",
             metadata={"error_type": type(exc).__name__},
             allow_retries=False,
         ) from exc
+
+
+def _warehouse_path_or_unknown() -> object:
+    try:
+        return load_settings().warehouse_path
+    except ConfigError:
+        return "CW_WAREHOUSE_PATH"
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -80,7 +115,12 @@ class WarehouseResource(dg.ConfigurableResource):
         path = self.settings().warehouse_path
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(path), read_only=read_only)
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            if is_corruption(exc):
+                raise corruption_failure(path, exc) from exc
+            raise
         try:
             yield con
         finally:
