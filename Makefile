@@ -124,7 +124,7 @@ report: install  ## tier report with charts from the marts into reports/tier_rep
 
 PYTEST_WORKERS ?= 2
 test: install  ## install and run the suite (pytest: dbt builds, the Dagster job, linters), heavy tests aside
-	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not heavy" --durations=10 $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadscope -m "not heavy" --durations=15 $(PYTEST_ARGS)
 
 test-heavy: install  ## the heavy tests: Spark, the real Dagster webserver and daemon (CI runs both)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -m heavy --durations=10 $(PYTEST_ARGS)

@@ -446,7 +446,7 @@ def personal_values_of(raw_dir: Path, customers: set[str] | None = None) -> set[
     }
 
 
-@pytest.mark.heavy
+@pytest.mark.slow
 def test_an_erasure_request_removes_personal_values_everywhere_and_orders_still_count(
     defs, full_build, demo_dir, tmp_path
 ):

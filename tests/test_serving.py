@@ -594,7 +594,7 @@ def growing_warehouses(tmp_path_factory) -> list[Warehouse]:
     ]
 
 
-@pytest.mark.heavy
+@pytest.mark.slow
 def test_a_reader_process_reads_consistently_while_builds_are_republished(
     growing_warehouses, tmp_path
 ):
@@ -628,7 +628,7 @@ def test_a_reader_process_reads_consistently_while_builds_are_republished(
         assert content_mismatches(build.path, version.manifest, KEY) == []
 
 
-@pytest.mark.heavy
+@pytest.mark.slow
 def test_a_published_build_holds_no_personal_data(growing_warehouses, tmp_path):
     build = growing_warehouses[-1]
     version = serving.publish(build.path, tmp_path / "serving", key=KEY)
