@@ -1,10 +1,13 @@
 """Load the raw exports in CW_RAW_DIR into the `raw` schema, every column as text.
 
-This is the raw-data contract (docs/raw-data.md) in code. Only structure is checked here. A
-whole-file problem (an empty file, a missing required column, bytes that decode in no supported
-encoding, a quote that is never closed, a Parquet column that holds no plain value) stops the
-load with a `RawDataError` naming the file, the line where it applies and the fix, before any
-table is replaced. Everything else loads:
+This is the raw-data contract (docs/raw-data.md) in code. Each source is either one full
+export (`orders.csv` or `orders.parquet`) or a folder of deliveries over time (`orders/` with
+`2025-01-14.csv`, `2025-01-15.parquet`, ...: each file one delivery, ordered by its name); both
+at once is refused. Only structure is checked here. A whole-file problem (an empty file, a
+missing required column, bytes that decode in no supported encoding, a quote that is never
+closed, a Parquet column that holds no plain value) stops the load with a `RawDataError`
+naming the file, the line where it applies and the fix, before any table is changed.
+Everything else loads:
 
 * the encoding is detected (UTF-8 with or without BOM, UTF-16 with BOM, GB18030) or configured
   (`CW_RAW_ENCODING`, `CW_RAW_ENCODING_<SOURCE>`); a file that is not UTF-8 is transcoded to a
@@ -15,15 +18,23 @@ table is replaced. Everything else loads:
 * a field of several megabytes loads as text (staging quarantines it as `oversized_field`).
 
 Bad *values* are not this module's business: they travel as text to dbt staging, which
-quarantines each bad row with a reason (staging.*_rejects).
+quarantines each bad row with a reason (staging.*_rejects) and lets the latest delivery of a
+row win over older copies (staging.superseded_*).
 
-Every raw table has the contract's columns (text), then `_source_file`, `_source_row` (the
-1-based number of the data record in the file: the header and blank lines do not count, a
-malformed row does), `_load_error` and `_raw_line` (both NULL for a good row).
+Every raw table has the contract's columns (text), then `_source_file` (`orders.csv`, or
+`orders/2025-01-14.csv` for a delivery), `_source_row` (the 1-based number of the data record
+in the file: the header and blank lines do not count, a malformed row does), `_load_error` and
+`_raw_line` (both NULL for a good row), `_delivery` (the delivery's sort label: the file name
+without its suffix) and `_file_sha256` (the content the row came from).
 
-All tables are replaced in one transaction, so a failed load leaves the previous raw tables
-(and everything downstream) as they were, and loading the same files twice gives the same
-tables.
+Loading is incremental, and `raw.deliveries` is its bookkeeping: one row per file name and
+content (SHA-256) with its size, modification time, rows, encoding and status (`loaded`,
+`replaced`, `removed`). A file already loaded with the same content is not read again (when its
+size and modification time are as recorded it is not even hashed); a new file adds its rows; a
+changed file replaces its own rows only; a file that left the folder takes its rows out of the
+raw table (the folder is the record: a full rebuild from it must give the same warehouse). All
+of a load happens in one transaction, so a failed load leaves every raw table as it was, and
+loading the same folder twice changes nothing.
 """
 
 from __future__ import annotations
@@ -31,14 +42,16 @@ from __future__ import annotations
 import argparse
 import codecs
 import csv
+import hashlib
 import itertools
 import re
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -55,7 +68,44 @@ from customer_warehouse.config import (
 
 RAW_SCHEMA = "raw"
 # Provenance and load columns after the contract's columns, in this order, in every raw table.
-LOAD_COLUMNS = ("_source_file", "_source_row", "_load_error", "_raw_line")
+LOAD_COLUMNS = (
+    "_source_file",
+    "_source_row",
+    "_load_error",
+    "_raw_line",
+    "_delivery",
+    "_file_sha256",
+)
+# The bookkeeping of every file ever loaded (one row per file name and content) and its states.
+DELIVERIES_TABLE = f"{RAW_SCHEMA}.deliveries"
+LOADED = "loaded"  # its rows are in the raw table now
+REPLACED = "replaced"  # a later content of the same file name took its rows' place
+REMOVED = "removed"  # the file left the folder: its rows left the raw table
+DELIVERY_SUFFIXES = frozenset({".csv", ".parquet"})
+# A file modified this close to when it was last hashed is hashed again (see _check_file).
+RACY_SECONDS = 2.0
+_NOW = "cast(current_timestamp at time zone 'UTC' as timestamp)"
+_DELIVERIES_DDL = f"""
+create table if not exists {DELIVERIES_TABLE} (
+    source varchar,
+    file varchar,
+    delivery varchar,
+    file_sha256 varchar,
+    size_bytes bigint,
+    modified_at timestamp,
+    mtime_ns bigint,
+    path varchar,
+    rows bigint,
+    malformed_rows bigint,
+    encoding varchar,
+    delimiter varchar,
+    ignored_columns varchar,
+    loaded_at timestamp,
+    verified_at timestamp,
+    status varchar,
+    status_changed_at timestamp
+)
+"""
 # `_load_error` codes (staging rejects every such row as `malformed_row`).
 TOO_MANY_FIELDS = "too_many_fields"
 TOO_FEW_FIELDS = "too_few_fields"
@@ -166,13 +216,20 @@ class RawDataError(RuntimeError):
 
 @dataclass
 class LoadedSource:
+    """One source after a load: what its raw table holds and what this load did to it."""
+
     source: str
-    file: str | None
-    rows: int
+    file: str | None  # `orders.csv`; `orders/` for deliveries in a folder; None: no file
+    rows: int  # rows in raw.<source> now
     ignored_columns: list[str] = field(default_factory=list)
-    encoding: str | None = None  # CSV: how the file was decoded, e.g. "GB18030"
-    delimiter: str | None = None  # CSV: the field delimiter found in the header
-    malformed_rows: int = 0  # rows loaded with a `_load_error`
+    encoding: str | None = None  # CSV: how the file(s) were decoded, e.g. "GB18030"
+    delimiter: str | None = None  # CSV: the field delimiter(s) found in the header
+    malformed_rows: int = 0  # rows in the table with a `_load_error`
+    deliveries: int = 0  # files in the table now
+    new_files: list[str] = field(default_factory=list)  # read by this load for the first time
+    changed_files: list[str] = field(default_factory=list)  # read again: their content changed
+    removed_files: list[str] = field(default_factory=list)  # gone: their rows left the table
+    unchanged_files: list[str] = field(default_factory=list)  # already loaded as they are
 
 
 @dataclass
@@ -194,11 +251,22 @@ class _Planned:
     ignored: list[str]
     csv: _CsvPlan | None = None
     parquet_types: dict[str, str] = field(default_factory=dict)
+    check: _FileCheck | None = None  # the file and what the load does with it
 
 
 # --------------------------------------------------------------------------------------------
 # Finding the files
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryFile:
+    """One file of a source: the full export (`orders.csv`) or one delivery (`orders/<x>.csv`)."""
+
+    source: str
+    path: Path
+    name: str  # as kept in `_source_file` and raw.deliveries: `orders.csv`, `orders/2025-01-14.csv`
+    delivery: str  # the delivery's sort label (`_delivery`): the file name without its suffix
 
 
 def find_source_file(raw_dir: Path, spec: SourceSpec) -> Path | None:
@@ -210,13 +278,73 @@ def find_source_file(raw_dir: Path, spec: SourceSpec) -> Path | None:
             f"{raw_dir}: both {present[0].name} and {present[1].name} exist. Keep one of them: "
             "the warehouse cannot tell which export is current."
         )
-    if not present and spec.required_file:
+    if not present and spec.required_file and not (raw_dir / spec.name).is_dir():
         raise RawDataError(
-            f"{raw_dir} has no {spec.name}.csv or {spec.name}.parquet. It is the one file the "
-            "warehouse needs (columns: " + ", ".join(spec.required) + "); see docs/raw-data.md, "
-            "or unset CW_RAW_DIR to use the demo data."
+            f"{raw_dir} has no {spec.name}.csv or {spec.name}.parquet (nor a folder "
+            f"{spec.name}/ of deliveries). It is the one file the warehouse needs (columns: "
+            + ", ".join(spec.required)
+            + "); see docs/raw-data.md, or unset CW_RAW_DIR to use the demo data."
         )
     return present[0] if present else None
+
+
+def find_deliveries(raw_dir: Path, spec: SourceSpec) -> tuple[list[DeliveryFile], list[str]]:
+    """The source's files in delivery order, and the names in its folder that are ignored.
+
+    Either one full export (`orders.csv` or `orders.parquet`: one delivery) or a folder
+    `orders/` whose `*.csv` / `*.parquet` files are deliveries, ordered by name (a date, or any
+    label that sorts in delivery order). Hidden files (`.part`, `.DS_Store`) and other suffixes
+    are ignored and reported. Both layouts at once, or two files with one name, are refused.
+    """
+    single = find_source_file(raw_dir, spec)
+    folder = raw_dir / spec.name
+    if single is not None and folder.is_dir():
+        raise RawDataError(
+            f"{raw_dir}: both {single.name} and the folder {spec.name}/ exist. The warehouse "
+            f"reads either one full export ({spec.name}.csv or .parquet) or deliveries over "
+            f"time ({spec.name}/<date>.csv or .parquet), not both, so it cannot tell which rows "
+            f"are current. Fix: to keep {single.name} as the first delivery, move it into "
+            f"{spec.name}/ under a name that sorts before every delivery (e.g. "
+            f"{spec.name}/0000-00-00{single.suffix}); otherwise delete the one you do not want."
+        )
+    if single is not None:
+        return [DeliveryFile(spec.name, single, single.name, single.stem)], []
+    if not folder.is_dir():
+        return [], []
+    files: dict[str, Path] = {}
+    ignored: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.suffix.lower() not in DELIVERY_SUFFIXES:
+            ignored.append(f"{spec.name}/{path.name}")
+            continue
+        if path.stem in files:
+            raise RawDataError(
+                f"{folder}: both {files[path.stem].name} and {path.name} are the delivery "
+                f"{path.stem}. Keep one of them: the warehouse cannot tell which is current."
+            )
+        files[path.stem] = path
+    if not files and spec.required_file:
+        raise RawDataError(
+            f"{folder} holds no delivery (a .csv or .parquet file). The orders are the one "
+            "thing the warehouse needs: put the exports there (docs/raw-data.md), or remove "
+            f"the empty folder and give {spec.name}.csv."
+        )
+    deliveries = [
+        DeliveryFile(spec.name, path, f"{spec.name}/{path.name}", stem)
+        for stem, path in sorted(files.items())
+    ]
+    return deliveries, ignored
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of the file's bytes, hex (streamed)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -946,40 +1074,148 @@ def _load_parquet(con: duckdb.DuckDBPyConnection, item: _Planned) -> None:
         raise RawDataError(_explain_read_error(item.path, exc)) from None
 
 
-def _load_empty(con: duckdb.DuckDBPyConnection, spec: SourceSpec) -> None:
-    cols = ", ".join(f"cast(null as varchar) as {c}" for c in spec.columns)
-    con.execute(
-        f"create or replace temp view _loading as select {cols}, "
-        "cast(null as bigint) as _source_row, cast(null as varchar) as _load_error, "
-        "cast(null as varchar) as _raw_line where false"
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # The load
 # --------------------------------------------------------------------------------------------
 
 
-def plan_load(
-    con: duckdb.DuckDBPyConnection, raw_dir: Path, encodings: Mapping[str, str]
-) -> list[_Planned]:
-    """Check every file's structure before loading any: header and columns, encoding (the
-    whole file when it is detected), Parquet schema and types."""
-    plan: list[_Planned] = []
-    for spec in SOURCES:
-        path = find_source_file(raw_dir, spec)
-        if path is None:
-            plan.append(_Planned(spec, None, [], []))
-        elif path.suffix == ".csv":
-            csv_plan = _plan_csv(path, spec, encodings.get(spec.name, ENCODING_AUTO))
+@dataclass
+class _Recorded:
+    """The bookkeeping row (status `loaded`) of a file that is in a raw table now."""
+
+    file: str
+    sha256: str
+    size_bytes: int
+    mtime_ns: int
+    path: str
+    verified_at: datetime
+    rows: int
+    malformed_rows: int
+    encoding: str | None
+    delimiter: str | None
+    ignored_columns: list[str]
+
+
+@dataclass
+class _FileCheck:
+    """What a load does with one file of the folder: `unchanged`, `new` or `changed`."""
+
+    file: DeliveryFile
+    action: str
+    size_bytes: int
+    mtime_ns: int
+    sha256: str | None = None  # None: not read (size and modification time as recorded)
+    verified_at: datetime | None = None  # when the hash was computed
+    recorded: _Recorded | None = None
+
+
+def _utc_naive(epoch_seconds: float) -> datetime:
+    return datetime.fromtimestamp(epoch_seconds, UTC).replace(tzinfo=None)
+
+
+def _check_file(file: DeliveryFile, recorded: _Recorded | None) -> _FileCheck:
+    """Unchanged without reading it when its path, size and modification time are as recorded
+    and it was last modified well before it was last hashed (so a change within the clock's
+    resolution cannot hide: git's "racily clean" rule); otherwise its SHA-256 decides."""
+    stat = file.path.stat()
+    if (
+        recorded is not None
+        and recorded.path == str(file.path)
+        and recorded.size_bytes == stat.st_size
+        and recorded.mtime_ns == stat.st_mtime_ns
+        and stat.st_mtime_ns / 1e9
+        < recorded.verified_at.replace(tzinfo=UTC).timestamp() - RACY_SECONDS
+    ):
+        return _FileCheck(file, "unchanged", stat.st_size, stat.st_mtime_ns, recorded=recorded)
+    verified_at = _utc_naive(time.time())
+    sha = file_sha256(file.path)
+    if recorded is None:
+        action = "new"
+    elif recorded.sha256 == sha:
+        action = "unchanged"
+    else:
+        action = "changed"
+    return _FileCheck(file, action, stat.st_size, stat.st_mtime_ns, sha, verified_at, recorded)
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(
+        con.execute(
+            "select count(*) from duckdb_tables() where database_name = current_database() "
+            "and schema_name = ? and table_name = ?",
+            [schema, table],
+        ).fetchone()[0]
+    )
+
+
+def _expected_columns(spec: SourceSpec) -> list[tuple[str, str]]:
+    return [(column, "VARCHAR") for column in spec.columns] + [
+        (column, "BIGINT" if column == "_source_row" else "VARCHAR") for column in LOAD_COLUMNS
+    ]
+
+
+def _needs_new_table(con: duckdb.DuckDBPyConnection, spec: SourceSpec) -> bool:
+    """The raw table is missing, or was made by an older loader (other columns)."""
+    columns = con.execute(
+        "select column_name, data_type from duckdb_columns() where database_name = "
+        "current_database() and schema_name = ? and table_name = ? order by column_index",
+        [RAW_SCHEMA, spec.name],
+    ).fetchall()
+    return [tuple(c) for c in columns] != _expected_columns(spec)
+
+
+def _recorded_files(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], _Recorded]:
+    if not _table_exists(con, RAW_SCHEMA, "deliveries"):
+        return {}
+    rows = con.execute(
+        f"select source, file, file_sha256, size_bytes, mtime_ns, path, verified_at, rows, "
+        f"malformed_rows, encoding, delimiter, ignored_columns from {DELIVERIES_TABLE} "
+        f"where status = '{LOADED}'"
+    ).fetchall()
+    return {
+        (row[0], row[1]): _Recorded(
+            *row[1:11], ignored_columns=[c for c in (row[11] or "").split(",") if c]
+        )
+        for row in rows
+    }
+
+
+def _plan_file(
+    con: duckdb.DuckDBPyConnection, check: _FileCheck, spec: SourceSpec, setting: str
+) -> _Planned:
+    """Structure checks of one file to load (nothing is written)."""
+    path = check.file.path
+    with _named(check.file):
+        if path.suffix.lower() == ".csv":
+            csv_plan = _plan_csv(path, spec, setting)
             ignored = _check_columns(path, spec, csv_plan.columns, csv_plan.delimiter)
-            plan.append(_Planned(spec, path, csv_plan.columns, ignored, csv=csv_plan))
-        else:
-            types = _parquet_schema(con, path)
-            ignored = _check_columns(path, spec, list(types))
-            _check_parquet_types(path, spec, types)
-            plan.append(_Planned(spec, path, list(types), ignored, parquet_types=types))
-    return plan
+            return _Planned(spec, path, csv_plan.columns, ignored, csv=csv_plan, check=check)
+        types = _parquet_schema(con, path)
+        ignored = _check_columns(path, spec, list(types))
+        _check_parquet_types(path, spec, types)
+        return _Planned(spec, path, list(types), ignored, parquet_types=types, check=check)
+
+
+@contextmanager
+def _named(file: DeliveryFile) -> Iterator[None]:
+    """A delivery in a folder is named with its folder in messages (`orders/2025-01-14.csv`)."""
+    try:
+        yield
+    except RawDataError as exc:
+        text = str(exc)
+        if file.name != file.path.name and text.startswith(file.path.name):
+            raise RawDataError(file.name + text[len(file.path.name) :]) from None
+        raise
+
+
+def _named_log(file: DeliveryFile, log: Callable[[str], None]) -> Callable[[str], None]:
+    if file.name == file.path.name:
+        return log
+
+    def named(line: str) -> None:
+        log(file.name + line[len(file.path.name) :] if line.startswith(file.path.name) else line)
+
+    return named
 
 
 def load_raw(
@@ -990,23 +1226,51 @@ def load_raw(
     encodings: Mapping[str, str] | None = None,
     erasures: Sequence[privacy.ErasureRequest] | None = None,
 ) -> list[LoadedSource]:
-    """Check every contract file in `raw_dir`, then replace the raw tables in one transaction.
+    """Load what is new or changed in `raw_dir` into the raw tables, in one transaction.
+
+    Every file is checked (structure, encoding) before anything is written. A file recorded in
+    raw.deliveries with the same content is not read again; a new file adds its rows; a changed
+    file (same name, other content) replaces its own rows; a file that is gone takes its rows
+    out. A stop (RawDataError) leaves every raw table as it was.
 
     `encodings`: {source: Python codec or "auto"}; by default the CW_RAW_ENCODING* variables.
     `erasures`: customers whose personal values never enter a raw table (docs/privacy.md); by
     default the requests in `raw_dir/erasure_requests.csv`. They are recorded in
-    `raw.erasure_requests` in the same transaction.
+    `raw.erasure_requests` in the same transaction, and rows loaded before the request are
+    blanked too.
     """
     if encodings is None:
         encodings = parse_raw_encodings()
     if erasures is None:
         erasures = privacy.read_erasure_requests(raw_dir)
-    plan = plan_load(con, raw_dir, encodings)
-    if privacy.register_erased_ids(con, erasures):
-        log(f"erasure requests: personal values of {len(erasures)} customer(s) are not loaded")
+    started = time.perf_counter()
+    layouts = {spec.name: find_deliveries(raw_dir, spec) for spec in SOURCES}
+    recorded = _recorded_files(con)
+    new_tables = {spec.name for spec in SOURCES if _needs_new_table(con, spec)}
+    checks: dict[str, list[_FileCheck]] = {}
+    gone: dict[str, list[str]] = {}
+    for spec in SOURCES:
+        files, ignored = layouts[spec.name]
+        for name in ignored:
+            log(f"{name}: not a .csv or .parquet delivery; ignored")
+        known = {} if spec.name in new_tables else {
+            file: record for (source, file), record in recorded.items() if source == spec.name
+        }  # fmt: skip
+        checks[spec.name] = [_check_file(file, known.get(file.name)) for file in files]
+        present = {file.name for file in files}
+        gone[spec.name] = sorted(set(known) - present)
+    planned = [
+        _plan_file(con, check, SOURCES_BY_NAME[source], encodings.get(source, ENCODING_AUTO))
+        for source, source_checks in checks.items()
+        for check in source_checks
+        if check.action != "unchanged"
+    ]
+    erased = _erased_ids(con, erasures)
+    if privacy.register_erased_ids(con, erased):
+        log(f"erasure requests: personal values of {len(erased)} customer(s) are not loaded")
 
-    results: list[LoadedSource] = []
     con.execute(f"create schema if not exists {RAW_SCHEMA}")
+    results: list[LoadedSource] = []
     with ExitStack() as stack:
         scratch_dir: list[Path] = []
         numbers = itertools.count(1)
@@ -1020,17 +1284,82 @@ def load_raw(
 
         con.execute("begin transaction")
         try:
-            for item in plan:
-                results.append(_load_one(con, item, scratch, log))
-            _write_manifest(con, results)
+            con.execute(_DELIVERIES_DDL)
+            for spec in SOURCES:
+                source_started = time.perf_counter()
+                if spec.name in new_tables:
+                    _create_raw_table(con, spec, recorded, log)
+                for file in gone[spec.name]:
+                    _remove_file(con, spec, file)
+                items = [item for item in planned if item.spec is spec]
+                for item in items:
+                    _load_one(con, item, scratch, log)
+                for check in checks[spec.name]:
+                    if check.action == "unchanged" and check.sha256 is not None:
+                        _record_unchanged(con, check)
+                results.append(
+                    _source_result(con, spec, layouts[spec.name][0], checks[spec.name], gone)
+                )
+                _log_source(results[-1], time.perf_counter() - source_started, log)
             new = privacy.record_erasure_requests(con, erasures)
             if new:
                 log(f"erasure requests: {new} new customer(s) recorded in raw.erasure_requests")
+            _scrub_erased(con)
+            _write_manifest(con)
             con.execute("commit")
         except BaseException:
             con.execute("rollback")
             raise
+    log(f"raw load done in {time.perf_counter() - started:.1f}s")
     return results
+
+
+def _erased_ids(
+    con: duckdb.DuckDBPyConnection, requests: Sequence[privacy.ErasureRequest]
+) -> list[privacy.ErasureRequest]:
+    """The requests of the file and every request recorded before: a request stays in force
+    after its file is gone, so a later delivery cannot bring the values back."""
+    known = {request.customer_id for request in requests}
+    earlier: list[privacy.ErasureRequest] = []
+    if _table_exists(con, RAW_SCHEMA, "erasure_requests"):
+        earlier = [
+            privacy.ErasureRequest(customer_id, requested_at)
+            for customer_id, requested_at in con.execute(
+                f"select customer_id, requested_at from {privacy.ERASURE_TABLE}"
+            ).fetchall()
+            if customer_id not in known
+        ]
+    return [*requests, *earlier]
+
+
+def _create_raw_table(
+    con: duckdb.DuckDBPyConnection,
+    spec: SourceSpec,
+    recorded: Mapping[tuple[str, str], _Recorded],
+    log: Callable[[str], None],
+) -> None:
+    """A new, empty raw table; files recorded for the old one are loaded again."""
+    forgotten = [file for source, file in recorded if source == spec.name]
+    if _table_exists(con, RAW_SCHEMA, spec.name):
+        log(f"raw.{spec.name}: made by an older loader (other columns); every file is read again")
+    columns = ", ".join(f"{name} {dtype}" for name, dtype in _expected_columns(spec))
+    con.execute(f"create or replace table {RAW_SCHEMA}.{spec.name} ({columns})")
+    if forgotten:
+        con.execute(
+            f"update {DELIVERIES_TABLE} set status = '{REMOVED}', status_changed_at = {_NOW} "
+            f"where source = ? and status = '{LOADED}'",
+            [spec.name],
+        )
+
+
+def _remove_file(con: duckdb.DuckDBPyConnection, spec: SourceSpec, file: str) -> None:
+    """A file that is no longer in the folder: its rows leave the raw table."""
+    con.execute(f"delete from {RAW_SCHEMA}.{spec.name} where _source_file = ?", [file])
+    con.execute(
+        f"update {DELIVERIES_TABLE} set status = '{REMOVED}', status_changed_at = {_NOW} "
+        f"where source = ? and file = ? and status = '{LOADED}'",
+        [spec.name, file],
+    )
 
 
 def _load_one(
@@ -1038,49 +1367,149 @@ def _load_one(
     item: _Planned,
     scratch: Callable[[], Path],
     log: Callable[[str], None],
-) -> LoadedSource:
-    started = time.perf_counter()
-    spec, path = item.spec, item.path
+) -> None:
+    """Replace the rows of one file (new or changed) in its raw table and record it."""
+    check = item.check
+    assert check is not None and check.sha256 is not None and check.verified_at is not None
+    spec, file = item.spec, check.file
     malformed = 0
-    if path is None:
-        _load_empty(con, spec)
-    elif item.csv is not None:
-        malformed = _load_csv(con, item, scratch, log)
-    else:
-        _load_parquet(con, item)
-    file_name = path.name.replace("'", "''") if path else ""
-    try:
-        con.execute(
-            f"create or replace table {RAW_SCHEMA}.{spec.name} as "
-            f"select {', '.join(_scrubbed_columns(spec))}, '{file_name}' as _source_file, "
-            "cast(_source_row as bigint) as _source_row, _load_error, _raw_line "
-            "from _loading order by _source_row"
-        )
-    except duckdb.Error as exc:
-        raise RawDataError(_explain_read_error(path, exc)) from None
+    with _named(file):
+        if item.csv is not None:
+            malformed = _load_csv(con, item, scratch, _named_log(file, log))
+        else:
+            _load_parquet(con, item)
+        table = f"{RAW_SCHEMA}.{spec.name}"
+        con.execute(f"delete from {table} where _source_file = ?", [file.name])
+        try:
+            con.execute(
+                f"insert into {table} select {', '.join(_scrubbed_columns(spec))}, "
+                "? as _source_file, cast(_source_row as bigint) as _source_row, _load_error, "
+                "_raw_line, ? as _delivery, ? as _file_sha256 from _loading order by _source_row",
+                [file.name, file.delivery, check.sha256],
+            )
+        except duckdb.Error as exc:
+            raise RawDataError(_explain_read_error(file.path, exc)) from None
     if malformed:  # a malformed line has no parsed customer_id: blank it if it names one
         con.execute(
-            f"update {RAW_SCHEMA}.{spec.name} set _raw_line = null "
-            f"where _load_error is not null and {privacy.mentions_erased_id('_raw_line')}"
+            f"update {table} set _raw_line = null where _source_file = ? "
+            f"and _load_error is not null and {privacy.mentions_erased_id('_raw_line')}",
+            [file.name],
         )
     _drop_scratch_tables(con)
-    rows = con.execute(f"select count(*) from {RAW_SCHEMA}.{spec.name}").fetchone()[0]
-    note = f" (ignored columns: {', '.join(item.ignored)})" if item.ignored else ""
-    if malformed:
-        note += f" ({malformed:,} malformed)"
-    source_label = path.name if path else "no file: empty table"
-    log(
-        f"raw.{spec.name:<12} {rows:>12,} rows  from {source_label}"
-        f"  [{time.perf_counter() - started:.1f}s]{note}"
+    rows = con.execute(
+        f"select count(*) from {table} where _source_file = ?", [file.name]
+    ).fetchone()[0]
+    con.execute(
+        f"update {DELIVERIES_TABLE} set status = '{REPLACED}', status_changed_at = {_NOW} "
+        f"where source = ? and file = ? and status = '{LOADED}'",
+        [spec.name, file.name],
     )
+    con.execute(
+        f"delete from {DELIVERIES_TABLE} where source = ? and file = ? and file_sha256 = ?",
+        [spec.name, file.name, check.sha256],
+    )
+    con.execute(
+        f"insert into {DELIVERIES_TABLE} values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        f"{_NOW}, ?, '{LOADED}', null)",
+        [
+            spec.name,
+            file.name,
+            file.delivery,
+            check.sha256,
+            check.size_bytes,
+            _utc_naive(check.mtime_ns / 1e9),
+            check.mtime_ns,
+            str(file.path),
+            rows,
+            malformed,
+            item.csv.encoding_label if item.csv else None,
+            item.csv.delimiter if item.csv else None,
+            ",".join(item.ignored),
+            check.verified_at,
+        ],
+    )
+
+
+def _record_unchanged(con: duckdb.DuckDBPyConnection, check: _FileCheck) -> None:
+    """A file read again with the same content (touched, copied, moved): remember where and
+    when, so the next load need not read it."""
+    con.execute(
+        f"update {DELIVERIES_TABLE} set path = ?, size_bytes = ?, mtime_ns = ?, "
+        f"modified_at = ?, verified_at = ? where source = ? and file = ? and status = '{LOADED}'",
+        [
+            str(check.file.path),
+            check.size_bytes,
+            check.mtime_ns,
+            _utc_naive(check.mtime_ns / 1e9),
+            check.verified_at,
+            check.file.source,
+            check.file.name,
+        ],
+    )
+
+
+def _source_result(
+    con: duckdb.DuckDBPyConnection,
+    spec: SourceSpec,
+    files: list[DeliveryFile],
+    checks: list[_FileCheck],
+    gone: Mapping[str, list[str]],
+) -> LoadedSource:
+    rows = con.execute(f"select count(*) from {RAW_SCHEMA}.{spec.name}").fetchone()[0]
+    records = con.execute(
+        f"select encoding, delimiter, ignored_columns, malformed_rows from {DELIVERIES_TABLE} "
+        f"where source = ? and status = '{LOADED}' order by delivery",
+        [spec.name],
+    ).fetchall()
+    ignored: list[str] = []
+    for record in records:
+        ignored += [c for c in (record[2] or "").split(",") if c and c not in ignored]
+    encodings = sorted({r[0] for r in records if r[0]})
+    delimiters = sorted({r[1] for r in records if r[1]})
+    if not files:
+        label = None
+    elif len(files) == 1 and files[0].name == files[0].path.name:
+        label = files[0].name
+    else:
+        label = f"{spec.name}/"
     return LoadedSource(
         spec.name,
-        path.name if path else None,
+        label,
         rows,
-        item.ignored,
-        encoding=item.csv.encoding_label if item.csv else None,
-        delimiter=item.csv.delimiter if item.csv else None,
-        malformed_rows=malformed,
+        ignored,
+        encoding=", ".join(encodings) or None,
+        delimiter="".join(delimiters) or None,
+        malformed_rows=sum(r[3] or 0 for r in records),
+        deliveries=len(files),
+        new_files=[c.file.name for c in checks if c.action == "new"],
+        changed_files=[c.file.name for c in checks if c.action == "changed"],
+        removed_files=list(gone[spec.name]),
+        unchanged_files=[c.file.name for c in checks if c.action == "unchanged"],
+    )
+
+
+def _log_source(result: LoadedSource, seconds: float, log: Callable[[str], None]) -> None:
+    note = f" (ignored columns: {', '.join(result.ignored_columns)})"
+    note = note if result.ignored_columns else ""
+    if result.malformed_rows:
+        note += f" ({result.malformed_rows:,} malformed)"
+    if result.file is None:
+        source_label = "no file: empty table"
+    elif result.file.endswith("/"):
+        source_label = (
+            f"{result.file}: {result.deliveries} deliveries ({len(result.new_files)} new, "
+            f"{len(result.changed_files)} changed, {len(result.unchanged_files)} unchanged, "
+            f"{len(result.removed_files)} removed)"
+        )
+    else:
+        source_label = result.file + (
+            " (unchanged: not loaded again)" if result.unchanged_files else ""
+        )
+    if result.removed_files and not result.file:
+        source_label = f"no file: {', '.join(result.removed_files)} removed, empty table"
+    log(
+        f"raw.{result.source:<12} {result.rows:>12,} rows  from {source_label}  "
+        f"[{seconds:.1f}s]{note}"
     )
 
 
@@ -1093,6 +1522,24 @@ def _scrubbed_columns(spec: SourceSpec) -> list[str]:
         f"{privacy.scrubbed(column)} as {column}" if privacy.is_personal(column) else column
         for column in spec.columns
     ]
+
+
+def _scrub_erased(con: duckdb.DuckDBPyConnection) -> None:
+    """Rows loaded before an erasure request: their personal values (and a malformed line that
+    names the customer) are blanked in place. A no-op once done."""
+    for spec in SOURCES:
+        table = f"{RAW_SCHEMA}.{spec.name}"
+        personal = [c for c in spec.columns if privacy.is_personal(c)]
+        if personal and "customer_id" in spec.columns:
+            con.execute(
+                f"update {table} set {', '.join(f'{c} = null' for c in personal)} "
+                f"where trim(customer_id) in (select customer_id from {privacy.ERASED_IDS}) "
+                f"and ({' or '.join(f'{c} is not null' for c in personal)})"
+            )
+        con.execute(
+            f"update {table} set _raw_line = null where _load_error is not null "
+            f"and _raw_line is not null and {privacy.mentions_erased_id('_raw_line')}"
+        )
 
 
 def _explain_read_error(path: Path | None, exc: duckdb.Error) -> str:
@@ -1109,27 +1556,18 @@ def _explain_read_error(path: Path | None, exc: duckdb.Error) -> str:
     return f"{name}: could not be read ({text}). {fix} Nothing was loaded."
 
 
-def _write_manifest(con: duckdb.DuckDBPyConnection, results: list[LoadedSource]) -> None:
+def _write_manifest(con: duckdb.DuckDBPyConnection) -> None:
+    """`raw.load_manifest`: every file in a raw table now (rows, ignored columns, encoding,
+    delimiter, malformed rows, when it was loaded), and a row without a file for a source that
+    has none."""
+    absent = " union all ".join(f"select '{spec.name}' as source" for spec in SOURCES)
     con.execute(
-        f"create or replace table {RAW_SCHEMA}.load_manifest ("
-        "source varchar, file varchar, rows bigint, ignored_columns varchar, "
-        "encoding varchar, delimiter varchar, malformed_rows bigint, loaded_at timestamp)"
-    )
-    con.executemany(
-        f"insert into {RAW_SCHEMA}.load_manifest values (?, ?, ?, ?, ?, ?, ?, "
-        "cast(current_timestamp at time zone 'UTC' as timestamp))",
-        [
-            (
-                r.source,
-                r.file,
-                r.rows,
-                ",".join(r.ignored_columns),
-                r.encoding,
-                r.delimiter,
-                r.malformed_rows,
-            )
-            for r in results
-        ],
+        f"create or replace table {RAW_SCHEMA}.load_manifest as "
+        "select source, file, rows, ignored_columns, encoding, delimiter, malformed_rows, "
+        f"loaded_at from {DELIVERIES_TABLE} where status = '{LOADED}' "
+        "union all select source, cast(null as varchar), 0, '', cast(null as varchar), "
+        f"cast(null as varchar), 0, {_NOW} from ({absent}) as sources "
+        f"where source not in (select source from {DELIVERIES_TABLE} where status = '{LOADED}')"
     )
 
 

@@ -102,13 +102,14 @@ def build_warehouse(
     return Warehouse(path=path, raw_dir=raw_dir, work_dir=work_dir, dbt_output=proc.stdout)
 
 
-# Every raw source and the two staging tables its rows are split into (accepted, rejected).
+# Every raw source and the staging tables its rows are split into: accepted, rejected, and
+# superseded by a later delivery of the same key (history, never a reject).
 STAGING_SPLITS = (
-    ("orders", "stg_shop__orders", "order_rejects"),
-    ("customers", "stg_shop__customers", "customer_rejects"),
-    ("order_items", "stg_shop__order_items", "order_item_rejects"),
-    ("products", "stg_shop__products", "product_rejects"),
-    ("redemptions", "stg_shop__redemptions", "redemption_rejects"),
+    ("orders", "stg_shop__orders", "order_rejects", "superseded_orders"),
+    ("customers", "stg_shop__customers", "customer_rejects", "superseded_customers"),
+    ("order_items", "stg_shop__order_items", "order_item_rejects", "superseded_order_items"),
+    ("products", "stg_shop__products", "product_rejects", "superseded_products"),
+    ("redemptions", "stg_shop__redemptions", "redemption_rejects", "superseded_redemptions"),
 )
 
 STAGING_SELECTION = "+staging +int_as_of_date"

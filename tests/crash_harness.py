@@ -51,6 +51,14 @@ KILL_POINTS: dict[str, str] = {
 #: every table must be equal after a kill and a rerun. {table: {column: why}}
 RUN_DEPENDENT_COLUMNS: dict[str, dict[str, str]] = {
     "raw.load_manifest": {"loaded_at": "wall clock of the raw load"},
+    "raw.deliveries": {
+        "loaded_at": "wall clock of the raw load",
+        "verified_at": "wall clock of the last hash of the file",
+        "status_changed_at": "wall clock of the load that replaced or removed the file",
+        "path": "where the file was found (a copy of the folder has another path)",
+        "modified_at": "the file's modification time (a copy has its own)",
+        "mtime_ns": "the file's modification time (a copy has its own)",
+    },
     **{
         f"raw.{table}": {
             "ingested_at": "wall clock of the ingestion; a file ingested by a killed run keeps "

@@ -58,12 +58,13 @@ def test_customer_rejects_are_exactly_the_planted_rows(dirty_warehouse):
 
 
 def test_nothing_is_lost(dirty_warehouse):
-    for source, accepted, rejected in STAGING_SPLITS:
+    for source, accepted, rejected, superseded in STAGING_SPLITS:
         raw = dirty_warehouse.scalar(f"select count(*) from raw.{source}")
         assert raw > 0, source
         ok = dirty_warehouse.scalar(f"select count(*) from staging.{accepted}")
         bad = dirty_warehouse.scalar(f"select count(*) from staging.{rejected}")
-        assert raw == ok + bad, source
+        old = dirty_warehouse.scalar(f"select count(*) from staging.{superseded}")
+        assert (raw, old) == (ok + bad, 0), source
 
 
 def test_purchase_occasions_are_distinct_days(dirty_warehouse):

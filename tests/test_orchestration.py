@@ -363,11 +363,12 @@ def test_full_graph_row_counts(full_build, demo_dir):
                 table = ".".join(asset_key.path)
                 assert meta["dagster/row_count"].value == count(table), table
         # Raw = the files; staging = accepted + quarantined, per source.
-        for source, accepted, rejected in STAGING_SPLITS:
+        for source, accepted, rejected, superseded in STAGING_SPLITS:
             assert count(f"raw.{source}") == _csv_rows(demo_dir / f"{source}.csv"), source
             assert count(f"raw.{source}") == count(f"staging.{accepted}") + count(
                 f"staging.{rejected}"
             ), source
+            assert count(f"staging.{superseded}") == 0, source  # one export per source
         assert count("staging.order_rejects") > 0  # the dirty rows were quarantined
         assert count("raw.survey_responses") + count("raw.survey_rejects") == _survey_records(
             demo_dir / "surveys"
@@ -614,7 +615,7 @@ def test_a_failing_blocking_check_stops_what_depends_on_it(defs, full_build, dem
 
 
 # Columns that record when a run happened, not what it computed.
-RUN_TIME_COLUMNS = {"computed_at", "ingested_at", "loaded_at"}
+RUN_TIME_COLUMNS = {"computed_at", "ingested_at", "loaded_at", "verified_at"}
 
 
 def content_fingerprints(warehouse: Path) -> dict[str, tuple]:

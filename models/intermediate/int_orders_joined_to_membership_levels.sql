@@ -12,11 +12,27 @@
     How: each completed order adds its amount on its timestamp and takes it back at midnight of
     the day it stops counting; a running sum over these events (in time order, take-backs first
     at equal times) just before an order's own event is the balance that order sees.
+    Incremental like int_orders_aggregated_to_customer_days: a customer's rows depend on that
+    customer's orders only.
 -#}
+{{ config(
+    unique_key='order_id',
+    pre_hook="{{ cw_incremental_pre_hook('customers') }}",
+    post_hook="{{ cw_incremental_post_hook('customers') }}",
+) }}
+{%- set plan = cw_incremental_plan('customers') %}
+-- depends_on: {{ source('shop', 'deliveries') }}
+-- depends_on: {{ ref('base_shop__orders') }}
+-- depends_on: {{ ref('stg_shop__orders') }}
+-- depends_on: {{ ref('int_as_of_date') }}
+
 with
 
 orders as (
     select * from {{ ref('int_orders_filtered_to_as_of_date') }}
+    {%- if plan.mode == 'filter' %}
+        where customer_id in ({{ cw_affected_customers(plan) }})
+    {%- endif %}
 ),
 
 membership_levels as (

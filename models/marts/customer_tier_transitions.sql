@@ -110,15 +110,21 @@ lifecycle_stage_changes as (
         previous_as_of_date,
         case
             when previous_lifecycle_stage = 'prospect' then 'first_purchase'
+            when lifecycle_stage = 'prospect' then 'purchases_reversed'
             when previous_lifecycle_stage in ('at_risk', 'silent', 'churned')
                 and lifecycle_stage in ('new', 'active') then 'reactivated'
             when previous_lifecycle_stage = 'new' and lifecycle_stage = 'active'
                 then 'new_period_ended'
             else 'inactivity'
         end as reason_code,
-        'last purchase ' || {{ cw_as_text('days_since_last_purchase') }}
-        || ' days and first purchase ' || {{ cw_as_text('days_since_first_purchase') }}
-        || ' days before the as-of date' as reason
+        case
+            when lifecycle_stage = 'prospect'
+                then 'no completed purchase left by the as-of date: every order was cancelled or refunded'
+            else
+                'last purchase ' || {{ cw_as_text('days_since_last_purchase') }}
+                || ' days and first purchase ' || {{ cw_as_text('days_since_first_purchase') }}
+                || ' days before the as-of date'
+        end as reason
     from daily_versions
     where previous_lifecycle_stage is not null
         and lifecycle_stage <> previous_lifecycle_stage

@@ -122,7 +122,8 @@ def load_raw_into_spark(spark, raw_dir: Path) -> dict[str, int]:
             df = spark.sql(
                 f"select {columns}, cast(null as string) as _source_file, "
                 "cast(null as bigint) as _source_row, cast(null as string) as _load_error, "
-                "cast(null as string) as _raw_line where false"
+                "cast(null as string) as _raw_line, cast(null as string) as _delivery, "
+                "cast(null as string) as _file_sha256 where false"
             )
         else:
             if path.suffix == ".csv":
@@ -158,6 +159,9 @@ def load_raw_into_spark(spark, raw_dir: Path) -> dict[str, int]:
                 # FAILFAST above: a malformed line stops the load, so no row carries an error.
                 F.lit(None).cast("string").alias("_load_error"),
                 F.lit(None).cast("string").alias("_raw_line"),
+                # One full export per source: one delivery (docs/raw-data.md).
+                F.lit(path.stem).alias("_delivery"),
+                F.lit(raw_load.file_sha256(path)).alias("_file_sha256"),
             )
         df.write.mode("overwrite").format("parquet").saveAsTable(table)
         rows[spec.name] = spark.table(table).count()

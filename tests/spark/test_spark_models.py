@@ -202,6 +202,8 @@ def test_raw_tables_match_the_duckdb_loader(builds: Builds) -> None:
             "_source_row": "bigint",
             "_load_error": "string",
             "_raw_line": "string",
+            "_delivery": "string",
+            "_file_sha256": "string",
         }
         if types != expected:
             problems.append(f"raw.{spec.name}: Spark types {types}, expected {expected}")

@@ -2,7 +2,7 @@ with
 
 checked as (
     select * from {{ ref('base_shop__redemptions') }}
-    where reject_reason is null
+    where reject_reason is null and not is_superseded
 ),
 
 final as (

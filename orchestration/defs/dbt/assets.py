@@ -61,6 +61,19 @@ AS_OF_TABLE = "intermediate.int_as_of_date"
 DBT_BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test", "--log-level-file", "warn"]
 
 
+class DbtBuildConfig(dg.Config):
+    """Run config of the dbt step (op `dbt_models`). By default the build is incremental:
+    the incremental models process what changed since the last run (docs/architecture.md,
+    "Incremental models"). `full_refresh: true` rebuilds them from all raw rows
+    (`dbt build --full-refresh`), e.g. after changing a macro in macros/."""
+
+    full_refresh: bool = False
+
+
+def dbt_build_args(config: DbtBuildConfig) -> list[str]:
+    return [*DBT_BUILD_ARGS, "--full-refresh"] if config.full_refresh else list(DBT_BUILD_ARGS)
+
+
 class DbtLockedError(RuntimeError):
     """dbt could not open the warehouse file because another process holds it (retried)."""
 
@@ -75,13 +88,18 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
         retry_policy=LOCK_RETRY,
     )
     def dbt_models(
-        context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext,
+        dbt: DbtCliResource,
+        warehouse: WarehouseResource,
+        config: DbtBuildConfig,
     ):
         # An invalid CW_* variable fails here, with its fix. dbt inherits this process's
         # environment: give it the checked values (absolute paths), the ones the Python assets
         # use, so a relative CW_WAREHOUSE_PATH cannot point dbt at another file.
         os.environ.update(warehouse.settings().dbt_env)
-        invocation = dbt.cli(DBT_BUILD_ARGS, context=context, raise_on_error=False)
+        if config.full_refresh:
+            context.log.info("Run config full_refresh: every incremental model is rebuilt.")
+        invocation = dbt.cli(dbt_build_args(config), context=context, raise_on_error=False)
         events = list(invocation.stream())
         error = invocation.get_error()
         yield from _with_table_metadata(events, invocation.manifest, warehouse, context)

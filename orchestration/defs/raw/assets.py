@@ -36,11 +36,23 @@ def _raw_file_spec(spec: raw_load.SourceSpec) -> dg.AssetSpec:
         group_name=RAW_GROUP,
         kinds=KINDS,
         description=(
-            f"`raw.{spec.name}`: `{spec.name}.csv` or `{spec.name}.parquet` from CW_RAW_DIR, "
-            f"every column as text plus `_source_file` and `_source_row`. The file is "
-            f"{presence}; required columns: {', '.join(spec.required)} (docs/raw-data.md)."
+            f"`raw.{spec.name}`: `{spec.name}.csv` or `{spec.name}.parquet` from CW_RAW_DIR, or "
+            f"the deliveries in `{spec.name}/`, every column as text plus `_source_file`, "
+            f"`_source_row` and `_delivery`. The data is {presence}; required columns: "
+            f"{', '.join(spec.required)} (docs/raw-data.md)."
         ),
     )
+
+
+DELIVERIES_KEY = raw_key("deliveries")
+DELIVERIES_SPEC = dg.AssetSpec(
+    key=DELIVERIES_KEY,
+    group_name=RAW_GROUP,
+    kinds=KINDS,
+    description="`raw.deliveries`: every raw file ever loaded (name, content hash, rows, when) "
+    "and its status: loaded, replaced by a changed file, or removed. Incremental staging "
+    "models read it to find what is new (docs/raw-data.md).",
+)
 
 
 ERASURE_KEY = raw_key("erasure_requests")
@@ -56,13 +68,14 @@ ERASURE_SPEC = dg.AssetSpec(
 
 @dg.multi_asset(
     name="raw_files",
-    specs=[*(_raw_file_spec(spec) for spec in raw_load.SOURCES), ERASURE_SPEC],
+    specs=[*(_raw_file_spec(spec) for spec in raw_load.SOURCES), DELIVERIES_SPEC, ERASURE_SPEC],
     can_subset=False,
     pool=WRITER_POOL,
     retry_policy=LOCK_RETRY,
     description=(
-        "Load the raw exports into the raw schema in one transaction: a structurally broken "
-        "file stops the load (RawDataError) and leaves the previous raw tables in place."
+        "Load what is new or changed in the raw folder into the raw schema in one transaction "
+        "(a file already loaded with the same content is not read again): a structurally "
+        "broken file stops the load (RawDataError) and leaves the previous raw tables in place."
     ),
 )
 def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
@@ -76,13 +89,29 @@ def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
                 con, settings.raw_dir, log=context.log.info, encodings=settings.raw_encodings
             )
         metadata = {item.source: table_metadata(con, f"raw.{item.source}") for item in loaded}
+        deliveries = dict(
+            con.execute(
+                f"select status, count(*) from {raw_load.DELIVERIES_TABLE} group by status"
+            ).fetchall()
+        )
     summary = markdown_table(
-        ["table", "file", "rows", "malformed rows", "encoding", "delimiter", "ignored columns"],
+        [
+            "table",
+            "file",
+            "rows",
+            "files new / changed / removed / unchanged",
+            "malformed rows",
+            "encoding",
+            "delimiter",
+            "ignored columns",
+        ],
         [
             (
                 f"raw.{item.source}",
                 item.file or "(no file: empty)",
                 item.rows,
+                f"{len(item.new_files)} / {len(item.changed_files)} / "
+                f"{len(item.removed_files)} / {len(item.unchanged_files)}",
                 item.malformed_rows,
                 item.encoding or "",
                 repr(item.delimiter) if item.delimiter else "",
@@ -101,6 +130,19 @@ def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         requests = con.execute(f"select count(*) from {privacy.ERASURE_TABLE}").fetchone()[0]
         pending = len(privacy.pending_erasures(con))
     yield dg.MaterializeResult(
+        asset_key=DELIVERIES_KEY,
+        metadata={
+            **{f"files_{status}": dg.MetadataValue.int(n) for status, n in deliveries.items()},
+            "files_read_this_run": dg.MetadataValue.json(
+                [f for item in loaded for f in item.new_files + item.changed_files]
+            ),
+            "files_removed_this_run": dg.MetadataValue.json(
+                [f for item in loaded for f in item.removed_files]
+            ),
+            "load_summary": dg.MetadataValue.md(summary),
+        },
+    )
+    yield dg.MaterializeResult(
         asset_key=ERASURE_KEY,
         metadata={
             "requests": dg.MetadataValue.int(requests),
@@ -113,6 +155,11 @@ def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
             metadata={
                 **metadata[item.source],
                 "source_file": dg.MetadataValue.text(item.file or "(no file: empty table)"),
+                "deliveries": dg.MetadataValue.int(item.deliveries),
+                "files_new": dg.MetadataValue.json(item.new_files),
+                "files_changed": dg.MetadataValue.json(item.changed_files),
+                "files_removed": dg.MetadataValue.json(item.removed_files),
+                "files_unchanged": dg.MetadataValue.int(len(item.unchanged_files)),
                 "ignored_columns": dg.MetadataValue.json(item.ignored_columns),
                 "malformed_rows": dg.MetadataValue.int(item.malformed_rows),
                 "raw_dir": dg.MetadataValue.path(str(settings.raw_dir)),

@@ -3,17 +3,60 @@
     A birth date that cannot be parsed does not reject the customer: birth_date is null and
     has_invalid_birth_date tells (the rest of the row is still good). So does a birth date
     before var('earliest_birth_date') or after the run date (a placeholder such as 0001-01-01).
+    Latest delivery wins, as for orders (base_shop__orders): a customer in a later delivery
+    (a new e-mail, a consent given or withdrawn) supersedes the older rows
+    (staging.superseded_customers); conflicting copies within one delivery are rejected.
+    Incremental like base_shop__orders; rows re-checked besides changed deliveries: a signup
+    or birth date after the previous run's start (the verdict depends on the run's moment) and
+    the rows of customers with an erasure request that still hold a personal value.
 -#}
+{{ config(
+    unique_key=['source_file', 'source_row'],
+    pre_hook="{{ cw_incremental_pre_hook('raw_rows') }}",
+    post_hook="{{ cw_incremental_post_hook('raw_rows', 'customers') }}",
+) }}
 {%- set raw_columns = [
     'customer_id', 'signed_up_at', 'birth_date', 'gender', 'country', 'province', 'city',
     'email', 'phone', 'full_name', 'acquisition_channel', 'marketing_consent',
 ] -%}
 {%- set earliest = "cast('" ~ var('earliest_plausible_date') ~ "' as timestamp)" -%}
+{%- set plan = cw_incremental_plan('raw_rows') -%}
+{%- set raw_key = cw_raw_dedup_key(blank_to_null('customer_id')) -%}
+
+-- depends_on: {{ source('shop', 'deliveries') }}
+-- depends_on: {{ source('shop', 'erasure_requests') }}
 
 with
 
+{%- if plan.mode == 'filter' %}
+
+{{ cw_changed_deliveries('customers', plan) }},
+
+affected_keys as (
+    {{ cw_keys_of_changed_deliveries('customers', raw_key) }}
+    union
+    select dedup_key from {{ this }}
+    where signed_up_at > {{ cw_previous_run_started(plan) }}
+        or parsed_birth_date > cast({{ cw_previous_run_started(plan) }} as date)
+    union
+    select built.dedup_key
+    from {{ this }} as built
+    inner join {{ source('shop', 'erasure_requests') }} as erased
+        on built.customer_id = erased.customer_id
+    where built.raw_email is not null
+        or built.raw_phone is not null
+        or built.raw_full_name is not null
+        or built.raw_birth_date is not null
+    union
+    {{ cw_keys_of_erased_lines() }}
+),
+{%- endif %}
+
 source as (
     select * from {{ source('shop', 'customers') }}
+    {%- if plan.mode == 'filter' %}
+        where {{ raw_key }} in (select dedup_key from affected_keys)
+    {%- endif %}
 ),
 
 region_mapping as (
@@ -24,8 +67,11 @@ typed as (
     select
         _source_file as source_file,
         _source_row as source_row,
+        _delivery as delivery,
+        _file_sha256 as file_sha256,
         _load_error as load_error,
         _raw_line as raw_line,
+        {{ raw_key }} as dedup_key,
         customer_id as raw_customer_id,
         signed_up_at as raw_signed_up_at,
         birth_date as raw_birth_date,
@@ -46,6 +92,7 @@ typed as (
         upper(coalesce({{ blank_to_null('country') }}, 'CN')) as country,
         {{ blank_to_null('province') }} as province_text,
         {#- "Guangdong Province" and " guangdong " both mean guangdong -#}
+        
         trim(replace(lower({{ blank_to_null('province') }}), ' province', '')) as province_key,
         {{ blank_to_null('city') }} as city,
         lower({{ blank_to_null('email') }}) as email,
@@ -95,11 +142,20 @@ standardized as (
 duplicates_marked as (
     select
         standardized.*,
+        max(standardized.delivery) over (partition by standardized.dedup_key) as latest_delivery,
+        standardized.delivery
+        < max(standardized.delivery) over (partition by standardized.dedup_key) as is_superseded,
         row_number() over (
-            partition by customer_id, row_content order by source_file, source_row
+            partition by standardized.dedup_key, standardized.delivery, standardized.row_content
+            order by standardized.source_row
         ) as copy_number,
-        min(row_content) over (partition by customer_id)
-        <> max(row_content) over (partition by customer_id) as has_conflicting_versions
+        min(standardized.row_content)
+            over (
+                partition by standardized.dedup_key, standardized.delivery
+            )
+        <> max(standardized.row_content) over (
+            partition by standardized.dedup_key, standardized.delivery
+        ) as has_conflicting_versions
     from standardized
 ),
 
@@ -107,6 +163,7 @@ final as (
     select
         *,
         case
+            when is_superseded then null
             when load_error is not null then 'malformed_row'
             when field_problem is not null then field_problem
             when customer_id is null then 'missing_customer_id'

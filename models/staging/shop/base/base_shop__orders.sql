@@ -1,11 +1,30 @@
 {#-
     Every raw order row, typed, with the reason it cannot be trusted (null when it can).
-    stg_shop__orders keeps the rows without a reason, order_rejects the others, so
-    raw rows = accepted + rejected (tests/dbt/staging/assert_raw_rows_accounted_for.sql).
+    Latest delivery wins: when an order_id has rows in several deliveries (raw `_delivery`, the
+    delivery's sortable name), the rows of the latest delivery decide (a new status, a
+    correction) and the older rows are `is_superseded` (history, staging.superseded_orders),
+    never rejects. Within one delivery the rules are those of a single export: the same order
+    with different content is `conflicting_duplicate` (every copy of that delivery), an
+    identical second copy `exact_duplicate`.
+    stg_shop__orders keeps the current rows without a reason, order_rejects the rows with one,
+    superseded_orders the superseded ones, so raw rows = accepted + rejected + superseded
+    (tests/dbt/staging/assert_raw_rows_accounted_for.sql).
     The first matching reason wins, in the order of the `case` below. Nothing here raises on a
     value: every cast is a try_cast behind a pattern (macros/parsing), money is converted in
     decimal(38) and checked against var('max_order_amount') before it can reach a sum.
+
+    Incremental (macros/incremental): a filtered run takes again every raw row of each order
+    that has a row in a new, changed or re-processed delivery or is held from a delivery that
+    is gone, plus the rows whose verdict depends on the moment of the run (ordered or changed
+    after the previous run started), on the customers table (has_customer_record) or on an
+    erasure request; all else in this model is per order, so those rows decide exactly as a
+    full refresh would.
 -#}
+{{ config(
+    unique_key=['source_file', 'source_row'],
+    pre_hook="{{ cw_incremental_pre_hook('raw_rows') }}",
+    post_hook="{{ cw_incremental_post_hook('raw_rows', 'orders') }}",
+) }}
 {%- set raw_columns = [
     'order_id', 'customer_id', 'ordered_at', 'amount', 'currency', 'channel', 'status',
     'status_changed_at', 'discount_amount',
@@ -13,11 +32,52 @@
 {#- Amounts in the order's own currency above this cannot be real in any currency. -#}
 {%- set max_original_amount = 10000000000000 -%}
 {%- set earliest = "cast('" ~ var('earliest_plausible_date') ~ "' as timestamp)" -%}
+{%- set plan = cw_incremental_plan('raw_rows') -%}
+{%- set raw_key = cw_raw_dedup_key(blank_to_null('order_id')) -%}
+
+-- depends_on: {{ source('shop', 'deliveries') }}
+-- depends_on: {{ source('shop', 'erasure_requests') }}
 
 with
 
+known_customers as (
+    select distinct {{ blank_to_null('customer_id') }} as customer_id
+    from {{ source('shop', 'customers') }}
+    where {{ blank_to_null('customer_id') }} is not null
+),
+
+customers_file as (
+    select count(*) > 0 as has_customers_file from known_customers
+),
+
+{%- if plan.mode == 'filter' %}
+
+{{ cw_changed_deliveries('orders', plan) }},
+
+affected_keys as (
+    {{ cw_keys_of_changed_deliveries('orders', raw_key) }}
+    union
+    select dedup_key from {{ this }}
+    where ordered_at > {{ cw_previous_run_started(plan) }}
+        or status_changed_at > {{ cw_previous_run_started(plan) }}
+    union
+    select built.dedup_key
+    from {{ this }} as built
+    cross join customers_file
+    left join known_customers
+        on built.customer_id = known_customers.customer_id
+    where built.has_customer_record <> (known_customers.customer_id is not null)
+        or built.has_customers_file <> customers_file.has_customers_file
+    union
+    {{ cw_keys_of_erased_lines() }}
+),
+{%- endif %}
+
 source as (
     select * from {{ source('shop', 'orders') }}
+    {%- if plan.mode == 'filter' %}
+        where {{ raw_key }} in (select dedup_key from affected_keys)
+    {%- endif %}
 ),
 
 status_aliases as (
@@ -32,22 +92,15 @@ currency_rates as (
     select * from {{ ref('currency_rates') }}
 ),
 
-known_customers as (
-    select distinct {{ blank_to_null('customer_id') }} as customer_id
-    from {{ source('shop', 'customers') }}
-    where {{ blank_to_null('customer_id') }} is not null
-),
-
-customers_file as (
-    select count(*) > 0 as has_customers_file from known_customers
-),
-
 typed as (
     select
         _source_file as source_file,
         _source_row as source_row,
+        _delivery as delivery,
+        _file_sha256 as file_sha256,
         _load_error as load_error,
         _raw_line as raw_line,
+        {{ raw_key }} as dedup_key,
         order_id as raw_order_id,
         customer_id as raw_customer_id,
         ordered_at as raw_ordered_at,
@@ -115,11 +168,20 @@ standardized as (
 duplicates_marked as (
     select
         standardized.*,
+        max(standardized.delivery) over (partition by standardized.dedup_key) as latest_delivery,
+        standardized.delivery
+        < max(standardized.delivery) over (partition by standardized.dedup_key) as is_superseded,
         row_number() over (
-            partition by order_id, row_content order by source_file, source_row
+            partition by standardized.dedup_key, standardized.delivery, standardized.row_content
+            order by standardized.source_row
         ) as copy_number,
-        min(row_content) over (partition by order_id)
-        <> max(row_content) over (partition by order_id) as has_conflicting_versions
+        min(standardized.row_content)
+            over (
+                partition by standardized.dedup_key, standardized.delivery
+            )
+        <> max(standardized.row_content) over (
+            partition by standardized.dedup_key, standardized.delivery
+        ) as has_conflicting_versions
     from standardized
 ),
 
@@ -127,6 +189,7 @@ final as (
     select
         *,
         case
+            when is_superseded then null
             when load_error is not null then 'malformed_row'
             when field_problem is not null then field_problem
             when order_id is null then 'missing_order_id'

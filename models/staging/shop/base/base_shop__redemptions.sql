@@ -3,22 +3,56 @@
     Whether the customer HAD the points is decided by the loyalty asset, not here: an
     over-redemption lands in marts.loyalty_redemption_rejects with the balance at that moment.
     Without a redemption_id column the id is `<file>:<row>`.
+    Latest delivery wins, as for orders (base_shop__orders), by redemption_id: older rows are
+    superseded (staging.superseded_redemptions). Incremental like base_shop__orders; rows
+    re-checked besides changed deliveries: redeemed after the previous run's start.
 -#}
+{{ config(
+    unique_key=['source_file', 'source_row'],
+    pre_hook="{{ cw_incremental_pre_hook('raw_rows') }}",
+    post_hook="{{ cw_incremental_post_hook('raw_rows', 'redemptions') }}",
+) }}
 {%- set raw_columns = ['redemption_id', 'customer_id', 'redeemed_at', 'points'] -%}
 {%- set earliest = "cast('" ~ var('earliest_plausible_date') ~ "' as timestamp)" -%}
 
+{%- set plan = cw_incremental_plan('raw_rows') -%}
+{%- set raw_key = cw_raw_dedup_key(blank_to_null('redemption_id')) -%}
+
+-- depends_on: {{ source('shop', 'deliveries') }}
+-- depends_on: {{ source('shop', 'erasure_requests') }}
+
 with
+
+{%- if plan.mode == 'filter' %}
+
+{{ cw_changed_deliveries('redemptions', plan) }},
+
+affected_keys as (
+    {{ cw_keys_of_changed_deliveries('redemptions', raw_key) }}
+    union
+    select dedup_key from {{ this }}
+    where redeemed_at > {{ cw_previous_run_started(plan) }}
+    union
+    {{ cw_keys_of_erased_lines() }}
+),
+{%- endif %}
 
 source as (
     select * from {{ source('shop', 'redemptions') }}
+    {%- if plan.mode == 'filter' %}
+        where {{ raw_key }} in (select dedup_key from affected_keys)
+    {%- endif %}
 ),
 
 typed as (
     select
         _source_file as source_file,
         _source_row as source_row,
+        _delivery as delivery,
+        _file_sha256 as file_sha256,
         _load_error as load_error,
         _raw_line as raw_line,
+        {{ raw_key }} as dedup_key,
         redemption_id as raw_redemption_id,
         customer_id as raw_customer_id,
         redeemed_at as raw_redeemed_at,
@@ -40,11 +74,17 @@ typed as (
 duplicates_marked as (
     select
         typed.*,
+        max(typed.delivery) over (partition by typed.dedup_key) as latest_delivery,
+        typed.delivery
+        < max(typed.delivery) over (partition by typed.dedup_key) as is_superseded,
         row_number() over (
-            partition by redemption_id, row_content order by source_file, source_row
+            partition by typed.dedup_key, typed.delivery, typed.row_content
+            order by typed.source_row
         ) as copy_number,
-        min(row_content) over (partition by redemption_id)
-        <> max(row_content) over (partition by redemption_id) as has_conflicting_versions
+        min(typed.row_content) over (partition by typed.dedup_key, typed.delivery)
+        <> max(typed.row_content) over (
+            partition by typed.dedup_key, typed.delivery
+        ) as has_conflicting_versions
     from typed
 ),
 
@@ -52,6 +92,7 @@ final as (
     select
         *,
         case
+            when is_superseded then null
             when load_error is not null then 'malformed_row'
             when field_problem is not null then field_problem
             when has_conflicting_versions then 'conflicting_duplicate'
