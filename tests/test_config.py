@@ -99,4 +99,27 @@ def test_makefile_lets_the_caller_win(tmp_path):
         "CW_POOL_WAIT_TIMEOUT": "600",
         "CW_SERVING_DIR": "/tmp/serving",  # beside the warehouse file
         "CW_SERVING_KEEP": "3",
+        "CW_MAX_RAW_AGE_HOURS": "36 (unset: default)",
+        "CW_ALERT_LOG": "/tmp/alerts.jsonl",  # beside the warehouse file
+        "CW_ALERT_WEBHOOK_URL": "(unset: log file only)",
+        "CW_DUCKDB_MEMORY_LIMIT": "80% (unset: DuckDB default)",
+        "CW_DUCKDB_TEMP_DIR": "/tmp/x.duckdb.tmp (unset: DuckDB default)",
+    }
+    chosen = _make_config(
+        base
+        | {
+            "CW_WAREHOUSE_PATH": "/tmp/x.duckdb",
+            "CW_MAX_RAW_AGE_HOURS": "48",
+            "CW_ALERT_LOG": "/var/log/cw.jsonl",
+            "CW_ALERT_WEBHOOK_URL": "https://hooks.example.com/x",
+            "CW_DUCKDB_MEMORY_LIMIT": "8GB",
+            "CW_DUCKDB_TEMP_DIR": "/scratch/duckdb",
+        }
+    )
+    assert {k: v for k, v in chosen.items() if k.startswith(("CW_MAX", "CW_ALERT", "CW_DUCK"))} == {
+        "CW_MAX_RAW_AGE_HOURS": "48",
+        "CW_ALERT_LOG": "/var/log/cw.jsonl",
+        "CW_ALERT_WEBHOOK_URL": "https://hooks.example.com/x",
+        "CW_DUCKDB_MEMORY_LIMIT": "8GB",
+        "CW_DUCKDB_TEMP_DIR": "/scratch/duckdb",
     }
