@@ -757,7 +757,9 @@ PYTENSOR_CACHE_DIR = PROJECT_DIR / ".cache" / "pytensor"
 
 
 def use_project_compile_cache(
-    environ: MutableMapping[str, str] | None = None, cache_dir: Path | None = None
+    environ: MutableMapping[str, str] | None = None,
+    cache_dir: Path | None = None,
+    modules: Mapping[str, Any] | None = None,
 ) -> Path | None:
     """Point pytensor's ``base_compiledir`` at :data:`PYTENSOR_CACHE_DIR` before pytensor is
     imported (it reads its flags once, at import). Returns the folder, or None when pytensor is
@@ -767,7 +769,7 @@ def use_project_compile_cache(
     folder = PYTENSOR_CACHE_DIR if cache_dir is None else cache_dir
     flags = env.get("PYTENSOR_FLAGS", "")
     if (
-        "pytensor" in sys.modules
+        "pytensor" in (sys.modules if modules is None else modules)
         or "compiledir" in flags
         or env.get("PYTENSORRC")
         or (Path.home() / ".pytensorrc").exists()
