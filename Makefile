@@ -97,7 +97,7 @@ rebuild: ensure-raw-data dagster-home  ## move a damaged warehouse file aside an
 # `dagster dev` reads [tool.dagster] in pyproject.toml: code location `customer_warehouse`.
 # Runs that died before (a crash, a reboot) are failed and their writer-pool slots freed first;
 # while it runs, the sensor dead_run_cleanup does that every 30 s (docs/orchestration.md).
-dev: ensure-raw-data dagster-home  ## Dagster UI + daemon (schedule, sensor) on http://127.0.0.1:3000 (DAGSTER_HOST/_PORT)
+dev: ensure-raw-data dagster-home  ## Dagster UI + daemon (schedule, sensors, freshness) on http://127.0.0.1:3000 (DAGSTER_HOST/_PORT)
 	@mkdir -p "$$(dirname "$$CW_WAREHOUSE_PATH")"
 	DAGSTER_HOME="$(DAGSTER_HOME)" $(BIN)/python -m orchestration.recovery
 	$(DAGSTER) dev -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)

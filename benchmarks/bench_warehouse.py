@@ -188,16 +188,20 @@ def run_floor(work: Path, orders_file: Path, memory_limit: str | None) -> dict[s
     """The floor query in its own process (so its CPU and memory are its own)."""
     db = work / "floor.duckdb"
     db.unlink(missing_ok=True)
-    config = {"memory_limit": memory_limit} if memory_limit else {}
+    config: dict[str, Any] = {}
     if memory_limit:
+        config["memory_limit"] = memory_limit
         config["temp_directory"] = str(work / "duckdb_tmp")
     script = (
         "import json, sys, time, duckdb\n"
         "from benchmarks import benchlib\n"
         "con = duckdb.connect(sys.argv[1], config=json.loads(sys.argv[3]))\n"
-        "started = time.perf_counter()\n"
+        # No progress bar: it would print to stdout, where the result is read from.
+        "con.execute('set enable_progress_bar = false')\n"
+        "started, cpu = time.perf_counter(), time.process_time()\n"
         "n = benchlib.run_floor(con, __import__('pathlib').Path(sys.argv[2]))\n"
-        "print(json.dumps({'customers': n, 'query_s': time.perf_counter() - started}))\n"
+        "print(json.dumps({'customers': n, 'query_s': time.perf_counter() - started,\n"
+        "                  'query_cpu_s': time.process_time() - cpu}))\n"
     )
     started = time.time()
     proc = subprocess.Popen(
@@ -206,7 +210,7 @@ def run_floor(work: Path, orders_file: Path, memory_limit: str | None) -> dict[s
     )  # fmt: skip
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.time() - started
-    out = json.loads(proc.stdout.read())
+    out = json.loads(proc.stdout.read().strip().splitlines()[-1])
     proc.stdout.close()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError("the floor query failed")
@@ -214,7 +218,9 @@ def run_floor(work: Path, orders_file: Path, memory_limit: str | None) -> dict[s
         # The query's own time: the process start (importing duckdb) is not the floor's work.
         "wall_s": round(out["query_s"], 2),
         "process_wall_s": round(wall, 2),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        # CPU of the query (all DuckDB threads); the whole process's is beside it.
+        "cpu_s": round(out["query_cpu_s"], 2),
+        "process_cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "customers": out["customers"],
         "db": str(db),
@@ -272,15 +278,10 @@ def bench_scale(label: str, orders: int, args: argparse.Namespace, deliveries: t
 
     with duckdb.connect(floor["db"]) as con:
         check = benchlib.compare_floor_to_mart(con, work / "warehouse.duckdb")
-    print(f"[{label}] floor {floor['wall_s']:.1f} s; daily delivery ...", flush=True)
-    delivery = benchlib.add_daily_orders(raw, deliveries=supported)
-    daily = run_job(work, env, delivery.new_orders + delivery.status_changes, "daily.log")
-    print(f"[{label}] daily run {daily['wall_s']:.0f} s ({delivery.mode})", flush=True)
-    mode_label = (
-        f"delivery {delivery.path.name}"
-        if delivery.mode == "delivery"
-        else "full rerun, deliveries not available"
-    )
+    print(f"[{label}] floor {floor['wall_s']:.1f} s", flush=True)
+    daily_part: dict[str, Any] = {}
+    if not args.skip_daily:
+        daily_part = bench_daily(label, work, raw, env, supported, reason)
     result = {
         "orders": summary["order_rows"],
         "customers": summary["customers"],
@@ -292,6 +293,33 @@ def bench_scale(label: str, orders: int, args: argparse.Namespace, deliveries: t
         "full": full,
         "floor": floor,
         "floor_check": check,
+        **daily_part,
+        **dbt,
+    }
+    if not (full["ok"] and (daily_part.get("daily") or {"ok": True})["ok"]):
+        print(f"[{label}] a run FAILED: see the logs in {work}", flush=True)
+    if not args.keep:
+        for name in ("raw", "warehouse.duckdb", "floor.duckdb", "serving", "duckdb_tmp"):
+            path = work / name
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
+                missing_ok=True
+            )
+    return result
+
+
+def bench_daily(
+    label: str, work: Path, raw: Path, env: dict[str, str], supported: bool, reason: str
+) -> dict[str, Any]:
+    """The next day's delivery (about 1 % new orders) and the job run on it."""
+    delivery = benchlib.add_daily_orders(raw, deliveries=supported)
+    daily = run_job(work, env, delivery.new_orders + delivery.status_changes, "daily.log")
+    print(f"[{label}] daily run {daily['wall_s']:.0f} s ({delivery.mode})", flush=True)
+    mode_label = (
+        f"delivery {delivery.path.name}"
+        if delivery.mode == "delivery"
+        else "full rerun, deliveries not available"
+    )
+    return {
         "daily": daily,
         "daily_mode": delivery.mode,
         "daily_mode_label": mode_label,
@@ -302,17 +330,7 @@ def bench_scale(label: str, orders: int, args: argparse.Namespace, deliveries: t
             + ("" if supported else f" (loader probe: {reason})")
             + ". Daily orders/s in the stage table count new + changed orders."
         ),
-        **dbt,
     }
-    if not (full["ok"] and daily["ok"]):
-        print(f"[{label}] a run FAILED: see {full['log']} / {daily['log']}", flush=True)
-    if not args.keep:
-        for name in ("raw", "warehouse.duckdb", "floor.duckdb", "serving", "duckdb_tmp"):
-            path = work / name
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
-                missing_ok=True
-            )
-    return result
 
 
 def bench_startup(name: str, args: argparse.Namespace, extra_env: dict[str, str]):
@@ -354,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         "`make install` compiled it), or with an empty pytensor cache",
     )
     parser.add_argument("--keep", action="store_true", help="keep raw data and warehouses")
+    parser.add_argument(
+        "--skip-daily", action="store_true", help="no daily run (when time is short)"
+    )
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args(argv)
     args.memory_limit = args.memory_limit or None
@@ -361,18 +382,22 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
 
     results = benchlib.load_results(RESULTS)
-    results["meta"] = {
-        "command": "make bench BENCH_SCALES='" + " ".join(args.scales) + "'"
-        if args.scales
-        else "make bench",
-        "machine": _machine(),
-        "git_revision": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=PROJECT_DIR,
-            capture_output=True,
-            text=True,
-        ).stdout.strip(),  # fmt: skip
-    }
+    command = " ".join(["benchmarks/bench_warehouse.py", *(argv or sys.argv[1:])])
+    render_only = args.skip_startup and args.startup_only
+    results["meta"] = (
+        results.get("meta", {})
+        if render_only
+        else {
+            "command": command,
+            "machine": _machine(),
+            "git_revision": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=PROJECT_DIR,
+                capture_output=True,
+                text=True,
+            ).stdout.strip(),  # fmt: skip
+        }
+    )
     if not args.skip_startup:
         extra: dict[str, str] = {}
         if args.startup_variant == "no-bytecode":
@@ -396,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deliveries: {deliveries[0]} ({deliveries[1]})", flush=True)
         for label, orders in scales:
             results["scales"][label] = bench_scale(label, orders, args, deliveries)
+            results["scales"][label]["command"] = command
             benchlib.save_results(RESULTS, results)
             _print_ratios(label, results)
     if not args.no_docs:
