@@ -34,16 +34,24 @@ config:  ## print the effective configuration (environment wins over defaults)
 	@printf 'CW_AS_OF_DATE=%s\n' "$$CW_AS_OF_DATE"
 	@env | grep '^CW_RAW_ENCODING' || echo "CW_RAW_ENCODING=auto (unset)"
 	@echo "CW_POOL_WAIT_TIMEOUT=$${CW_POOL_WAIT_TIMEOUT:-1800 (unset: default)}"
-	@echo "CW_SERVING_DIR=$${CW_SERVING_DIR:-$(patsubst %/,%,$(dir $(CW_WAREHOUSE_PATH)))/serving}"
+	@echo "CW_SERVING_DIR=$${CW_SERVING_DIR:-$$(dirname -- "$$CW_WAREHOUSE_PATH")/serving}"
 	@echo "CW_SERVING_KEEP=$${CW_SERVING_KEEP:-3}"
+	@echo "CW_MAX_RAW_AGE_HOURS=$${CW_MAX_RAW_AGE_HOURS:-36 (unset: default)}"
+	@echo "CW_ALERT_LOG=$${CW_ALERT_LOG:-$$(dirname -- "$$CW_WAREHOUSE_PATH")/alerts.jsonl}"
+	@echo "CW_ALERT_WEBHOOK_URL=$${CW_ALERT_WEBHOOK_URL:-(unset: log file only)}"
+	@echo "CW_DUCKDB_MEMORY_LIMIT=$${CW_DUCKDB_MEMORY_LIMIT:-80% (unset: DuckDB default)}"
+	@echo "CW_DUCKDB_TEMP_DIR=$${CW_DUCKDB_TEMP_DIR:-$$CW_WAREHOUSE_PATH.tmp (unset: DuckDB default)}"
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
+# --compile-bytecode: every library is compiled to .pyc once here, not at each start of a
+# process that cannot write its own cache (PYTHONDONTWRITEBYTECODE, a read-only venv): about
+# half of a small run's start-up CPU (docs/benchmarks.md, "Start-up cost").
 $(BIN)/.installed: requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
@@ -93,7 +101,7 @@ rebuild: ensure-raw-data dagster-home  ## move a damaged warehouse file aside an
 # `dagster dev` reads [tool.dagster] in pyproject.toml: code location `customer_warehouse`.
 # Runs that died before (a crash, a reboot) are failed and their writer-pool slots freed first;
 # while it runs, the sensor dead_run_cleanup does that every 30 s (docs/orchestration.md).
-dev: ensure-raw-data dagster-home  ## Dagster UI + daemon (schedule, sensor) on http://127.0.0.1:3000 (DAGSTER_HOST/_PORT)
+dev: ensure-raw-data dagster-home  ## Dagster UI + daemon (schedule, sensors, freshness) on http://127.0.0.1:3000 (DAGSTER_HOST/_PORT)
 	@mkdir -p "$$(dirname "$$CW_WAREHOUSE_PATH")"
 	DAGSTER_HOME="$(DAGSTER_HOME)" $(BIN)/python -m orchestration.recovery
 	$(DAGSTER) dev -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
@@ -148,11 +156,17 @@ format: install  ## fix what the linters can fix
 docs: install  ## dbt docs (lineage, every model and column) into target/
 	$(BIN)/dbt docs generate
 
-BENCH_CUSTOMERS ?= 1000000
-bench: install  ## speed and memory benchmarks (docs/benchmarks.md)
-	$(BIN)/python benchmarks/bench_demo_data.py
-	$(BIN)/python benchmarks/bench_predictions.py
-	$(BIN)/python benchmarks/bench_warehouse.py --customers $(BENCH_CUSTOMERS)
+# make bench: the whole job at several scales against the floor (docs/benchmarks.md).
+# BENCH_SCALES: orders, e.g. `make bench BENCH_SCALES=100k` for a quick run; BENCH_LARGE=1 adds
+# 50M orders (with BENCH_MEMORY_LIMIT and a temporary folder under BENCH_WORK).
+export BENCH_SCALES ?= 100k 1m 10m
+export BENCH_LARGE ?=
+export BENCH_WORK ?= /tmp/cw-bench
+export BENCH_MEMORY_LIMIT ?= 8GB
+bench: install  ## speed and memory at several scales vs. the floor; writes docs/benchmarks.md
+	$(BIN)/python benchmarks/bench_warehouse.py --scales $$BENCH_SCALES \
+		$$(case "$$BENCH_LARGE" in 1|yes|true) echo --scales 50m;; esac) \
+		--work "$$BENCH_WORK" --memory-limit "$$BENCH_MEMORY_LIMIT"
 
 clean:  ## remove generated files (keeps .venv)
 	rm -rf target logs data reports .dagster_home

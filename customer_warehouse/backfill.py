@@ -166,7 +166,9 @@ def _failure_summary(result: Any) -> str:
 
 
 def _connect(warehouse_path: Path) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(warehouse_path))
+    # dbt does the heavy work through profiles.yml; these connections get the same limits.
+    config = load_settings(require_raw_dir=False).duckdb_config
+    return duckdb.connect(str(warehouse_path), config=config)
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

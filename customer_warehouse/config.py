@@ -12,6 +12,11 @@
 | CW_SERVING_DIR           | serving/ beside the warehouse file (data/serving)   |
 | CW_SERVING_KEEP          | 3 versions of the serving copy                      |
 | CW_POOL_WAIT_TIMEOUT     | 1800: seconds a step waits for the writer pool      |
+| CW_MAX_RAW_AGE_HOURS     | 36: newest raw delivery older than this warns       |
+| CW_ALERT_LOG             | alerts.jsonl beside the warehouse file              |
+| CW_ALERT_WEBHOOK_URL     | unset: failed runs are only written to the log      |
+| CW_DUCKDB_MEMORY_LIMIT   | unset: DuckDB's own (80 % of RAM), per process      |
+| CW_DUCKDB_TEMP_DIR       | unset: DuckDB's own (<warehouse file>.tmp)          |
 
 A variable set by the caller always wins over the default. An invalid value raises
 `ConfigError` naming the variable and the fix, before anything is read or written.
@@ -26,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RAW_DIR = PROJECT_DIR / "data" / "demo"
@@ -47,6 +53,19 @@ POOL_WAIT_TIMEOUT_VARIABLE = "CW_POOL_WAIT_TIMEOUT"
 #: installation's warehouse never publishes into another one's folder.
 SERVING_DIR_NAME = "serving"
 DEFAULT_SERVING_KEEP = 3
+#: A run whose newest raw delivery is older than this warns (asset checks, run tag, log):
+#: daily exports plus half a day of slack for a late one.
+DEFAULT_MAX_RAW_AGE_HOURS = 36.0
+MAX_RAW_AGE_VARIABLE = "CW_MAX_RAW_AGE_HOURS"
+#: Failed runs are written as one JSON line each to this file beside the warehouse file.
+ALERT_LOG_NAME = "alerts.jsonl"
+ALERT_LOG_VARIABLE = "CW_ALERT_LOG"
+ALERT_WEBHOOK_VARIABLE = "CW_ALERT_WEBHOOK_URL"
+DUCKDB_MEMORY_LIMIT_VARIABLE = "CW_DUCKDB_MEMORY_LIMIT"
+DUCKDB_TEMP_DIR_VARIABLE = "CW_DUCKDB_TEMP_DIR"
+#: What DuckDB's memory_limit accepts and this project passes on: a size with a unit, or a
+#: share of the machine's memory.
+_MEMORY_LIMIT = re.compile(r"^(\d+(\.\d+)?) ?(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB|%)$", re.IGNORECASE)
 
 
 class ConfigError(ValueError):
@@ -68,6 +87,13 @@ class Settings:
     # warehouse file; load_settings always fills it) and how many versions to keep.
     serving_dir: Path | None = None
     serving_keep: int = DEFAULT_SERVING_KEEP
+    # Freshness and alerts (customer_warehouse.freshness, customer_warehouse.alerts).
+    max_raw_age_hours: float = DEFAULT_MAX_RAW_AGE_HOURS
+    alert_log: Path | None = None  # None: alerts.jsonl beside the warehouse file
+    alert_webhook_url: str | None = None
+    # DuckDB resources, for dbt (profiles.yml) and every Python connection alike.
+    duckdb_memory_limit: str | None = None
+    duckdb_temp_dir: Path | None = None
 
     @property
     def serving_path(self) -> Path:
@@ -75,10 +101,28 @@ class Settings:
         return self.serving_dir or self.warehouse_path.parent / SERVING_DIR_NAME
 
     @property
+    def alert_log_path(self) -> Path:
+        """CW_ALERT_LOG, or alerts.jsonl beside the warehouse file."""
+        return self.alert_log or self.warehouse_path.parent / ALERT_LOG_NAME
+
+    @property
+    def duckdb_config(self) -> dict[str, str]:
+        """``duckdb.connect(config=...)`` for the warehouse: the memory limit and temporary
+        folder when set (else DuckDB's defaults, as in profiles.yml)."""
+        config: dict[str, str] = {}
+        if self.duckdb_memory_limit:
+            config["memory_limit"] = self.duckdb_memory_limit
+        if self.duckdb_temp_dir:
+            config["temp_directory"] = str(self.duckdb_temp_dir)
+        return config
+
+    @property
     def dbt_env(self) -> dict[str, str]:
         """Environment for a dbt subprocess that sees exactly these settings."""
         env = {"CW_RAW_DIR": str(self.raw_dir), "CW_WAREHOUSE_PATH": str(self.warehouse_path)}
         env["CW_AS_OF_DATE"] = self.as_of_date.isoformat() if self.as_of_date else ""
+        env[DUCKDB_MEMORY_LIMIT_VARIABLE] = self.duckdb_memory_limit or ""
+        env[DUCKDB_TEMP_DIR_VARIABLE] = str(self.duckdb_temp_dir or "")
         return env
 
 
@@ -112,6 +156,84 @@ def parse_pool_wait_timeout(value: str | None) -> float:
             f"it for the default ({DEFAULT_POOL_WAIT_TIMEOUT_S:g} s)."
         )
     return seconds
+
+
+def parse_max_raw_age_hours(value: str | None) -> float:
+    """CW_MAX_RAW_AGE_HOURS: hours (> 0, at most a year); '' or None means the default."""
+    if value is None or value.strip() == "":
+        return DEFAULT_MAX_RAW_AGE_HOURS
+    try:
+        hours = float(value.strip())
+    except ValueError:
+        hours = float("nan")
+    if not 0 < hours <= 366 * 24:  # also false for nan
+        raise ConfigError(
+            f"{MAX_RAW_AGE_VARIABLE}={value!r} is not a number of hours. Set it to how old the "
+            "newest raw delivery may be before a run warns that it works on stale data, for "
+            f"example {MAX_RAW_AGE_VARIABLE}=36 (more than 0, at most 8784), or unset it for "
+            f"the default ({DEFAULT_MAX_RAW_AGE_HOURS:g} hours)."
+        )
+    return hours
+
+
+def parse_alert_log(value: str | None, warehouse_path: Path) -> Path | None:
+    """CW_ALERT_LOG: a file (appended to) in an existing folder; None means the default."""
+    if value is None or value.strip() == "":
+        return None
+    path = Path(value.strip()).expanduser().resolve()
+    if path.is_dir():
+        raise ConfigError(
+            f"{ALERT_LOG_VARIABLE}={value!r} is a folder; it must be the file failed runs are "
+            f"appended to, for example {ALERT_LOG_VARIABLE}=/var/log/warehouse/alerts.jsonl (or "
+            f"unset it: {ALERT_LOG_NAME} beside the warehouse file, {warehouse_path.parent})."
+        )
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"{ALERT_LOG_VARIABLE}={value!r}: the folder {path.parent} does not exist. Create "
+            f"it, or unset {ALERT_LOG_VARIABLE} to write {ALERT_LOG_NAME} beside the warehouse "
+            "file."
+        )
+    return path
+
+
+def parse_webhook_url(value: str | None) -> str | None:
+    """CW_ALERT_WEBHOOK_URL: an http(s) URL with a host, no spaces; '' or None: no webhook."""
+    if value is None or value.strip() == "":
+        return None
+    url = value.strip()
+    try:
+        parts = urlsplit(url) if not any(c.isspace() for c in url) else None
+        host = parts.hostname if parts is not None else None
+    except ValueError:  # e.g. an unclosed [IPv6 address
+        parts, host = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(
+            f"{ALERT_WEBHOOK_VARIABLE}={value!r} is not an http(s) URL. Set it to the URL that "
+            "receives a JSON POST for every failed run, for example "
+            f"{ALERT_WEBHOOK_VARIABLE}=https://hooks.example.com/warehouse (a Slack or Teams "
+            "incoming webhook, an alerting service), or unset it to write the alert log only."
+        )
+    return url
+
+
+def parse_duckdb_memory_limit(value: str | None) -> str | None:
+    """CW_DUCKDB_MEMORY_LIMIT: a size DuckDB understands (``8GB``, ``1.5GiB``, ``75%``)."""
+    if value is None or value.strip() == "":
+        return None
+    match = _MEMORY_LIMIT.match(value.strip())
+    if (
+        match is None
+        or float(match.group(1)) <= 0
+        or (match.group(3) == "%" and float(match.group(1)) > 100)
+    ):
+        raise ConfigError(
+            f"{DUCKDB_MEMORY_LIMIT_VARIABLE}={value!r} is not a memory size. Set it to the most "
+            "memory DuckDB may use in each process (dbt's and Dagster's), with a unit, for "
+            f"example {DUCKDB_MEMORY_LIMIT_VARIABLE}=8GB, 1.5GiB or 50% (of the machine's "
+            "memory); beyond it DuckDB spills to CW_DUCKDB_TEMP_DIR. Or unset it for DuckDB's "
+            "default (80 % of the memory)."
+        )
+    return value.strip()
 
 
 def encoding_variable(source: str) -> str:
@@ -241,6 +363,11 @@ def load_settings(
         serving_dir=parse_serving_dir(env.get("CW_SERVING_DIR"), warehouse_path),
         serving_keep=parse_serving_keep(env.get("CW_SERVING_KEEP")),
         pool_wait_timeout_s=parse_pool_wait_timeout(env.get(POOL_WAIT_TIMEOUT_VARIABLE)),
+        max_raw_age_hours=parse_max_raw_age_hours(env.get(MAX_RAW_AGE_VARIABLE)),
+        alert_log=parse_alert_log(env.get(ALERT_LOG_VARIABLE), warehouse_path),
+        alert_webhook_url=parse_webhook_url(env.get(ALERT_WEBHOOK_VARIABLE)),
+        duckdb_memory_limit=parse_duckdb_memory_limit(env.get(DUCKDB_MEMORY_LIMIT_VARIABLE)),
+        duckdb_temp_dir=_optional_folder_setting(env, DUCKDB_TEMP_DIR_VARIABLE),
     )
 
 
@@ -264,6 +391,22 @@ def check_dbt_settings(env: Mapping[str, str]) -> None:
             f"CW_SPARK_DEFAULT_SCHEMA={schema!r} is not a plain schema name: use letters, "
             "digits and underscores, starting with a letter (for example analytics)."
         )
+
+
+def _optional_folder_setting(env: Mapping[str, str], variable: str) -> Path | None:
+    """A folder setting without a default of ours (None when unset): not an existing file."""
+    value = env.get(variable, "").strip()
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"{variable}={value!r} is a file; it must be a folder (created when missing) on a "
+            "disk with room for what DuckDB spills when a query needs more than "
+            f"{DUCKDB_MEMORY_LIMIT_VARIABLE}, for example {variable}=/scratch/duckdb, or unset "
+            "it for DuckDB's default (<warehouse file>.tmp)."
+        )
+    return path
 
 
 def _folder_setting(env: Mapping[str, str], variable: str, default: Path) -> Path:

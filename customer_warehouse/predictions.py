@@ -169,16 +169,21 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from scipy import optimize, special, stats
+
+from customer_warehouse.config import PROJECT_DIR
 
 TimeUnit = Literal["day", "week"]
 FitMethod = Literal["map", "mcmc"]
@@ -743,12 +748,51 @@ DEFAULT_MCMC_KWARGS: dict[str, Any] = {
 }
 
 
+#: pytensor compiles the models' C code once and caches it on disk; a cold cache costs about
+#: 35 s per fitting process, a warm one about 1 s (docs/benchmarks.md, "Start-up cost"). By
+#: default the cache is in the home folder, which a container, a CI runner or a service user
+#: without a home does not keep; this project keeps it beside the code instead, unless pytensor
+#: is configured otherwise (``PYTENSOR_FLAGS`` with a compiledir, ``PYTENSORRC``, ~/.pytensorrc).
+PYTENSOR_CACHE_DIR = PROJECT_DIR / ".cache" / "pytensor"
+
+
+def use_project_compile_cache(
+    environ: MutableMapping[str, str] | None = None,
+    cache_dir: Path | None = None,
+    modules: Mapping[str, Any] | None = None,
+) -> Path | None:
+    """Point pytensor's ``base_compiledir`` at :data:`PYTENSOR_CACHE_DIR` before pytensor is
+    imported (it reads its flags once, at import). Returns the folder, or None when pytensor is
+    already imported or configured, or the folder cannot be written (then pytensor's default
+    applies). Results do not change: the cache holds compiled code, not numbers."""
+    env = os.environ if environ is None else environ
+    folder = PYTENSOR_CACHE_DIR if cache_dir is None else cache_dir
+    flags = env.get("PYTENSOR_FLAGS", "")
+    if (
+        "pytensor" in (sys.modules if modules is None else modules)
+        or "compiledir" in flags
+        or env.get("PYTENSORRC")
+        or (Path.home() / ".pytensorrc").exists()
+        or any(c in str(folder) for c in ",= ")  # PYTENSOR_FLAGS cannot quote them
+    ):
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(folder, os.W_OK):
+        return None
+    env["PYTENSOR_FLAGS"] = ",".join(part for part in (flags, f"base_compiledir={folder}") if part)
+    return folder
+
+
 def _flat_config(names: tuple[str, ...]) -> dict[str, Any]:
     """HalfFlat priors: the log posterior equals the log-likelihood, so MAP is the MLE.
 
     (pymc's find_MAP optimises without the log-transform Jacobian, so the flat prior stays flat
     on the original scale.)
     """
+    use_project_compile_cache()
     from pymc_extras.prior import Prior
 
     return {k: Prior("HalfFlat") for k in names}
@@ -823,6 +867,7 @@ def _fit_bg_nbd(
     converge_tol_se: float = 0.05,
 ) -> FitResult:
     """``fit_bg_nbd`` on features already prepared (recency/T in ``time_unit``)."""
+    use_project_compile_cache()
     from pymc_marketing.clv import BetaGeoModel
 
     # The ids do not matter for fitting; a range index keeps pymc's coords cheap.
@@ -917,6 +962,7 @@ def _fit_gamma_gamma(
     converge_tol_se: float = 0.05,
 ) -> FitResult:
     """``fit_gamma_gamma`` on features already prepared."""
+    use_project_compile_cache()
     from pymc_marketing.clv import GammaGammaModel
 
     gg = _gg_input(df)

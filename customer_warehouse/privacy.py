@@ -224,7 +224,7 @@ def _has_erasure_table(con: Any) -> bool:
     )
 
 
-def compact_warehouse(path: Path, log=print) -> bool:
+def compact_warehouse(path: Path, log=print, config: Mapping[str, str] | None = None) -> bool:
     """Rewrite the DuckDB file from its live tables when an erasure is pending; True if done.
 
     Replacing a table leaves its old blocks in the file until they are reused, so a value
@@ -236,7 +236,7 @@ def compact_warehouse(path: Path, log=print) -> bool:
     path = Path(path)
     fresh = path.with_name(path.name + ".compacting")
     fresh.unlink(missing_ok=True)
-    with duckdb.connect(str(path)) as con:
+    with duckdb.connect(str(path), config=dict(config or {})) as con:
         pending = pending_erasures(con)
         if not pending:
             return False

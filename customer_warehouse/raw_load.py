@@ -1584,7 +1584,7 @@ def ensure_survey_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 def run(settings: Settings, *, log=print) -> list[LoadedSource]:
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(settings.warehouse_path)) as con:
+    with duckdb.connect(str(settings.warehouse_path), config=settings.duckdb_config) as con:
         results = load_raw(con, settings.raw_dir, log=log, encodings=settings.raw_encodings)
         ensure_survey_tables(con)
     return results

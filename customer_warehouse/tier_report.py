@@ -276,7 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{settings.warehouse_path} does not exist. Build the warehouse first "
                 "(`make run`) or point CW_WAREHOUSE_PATH at it."
             )
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        with duckdb.connect(
+            str(settings.warehouse_path), read_only=True, config=settings.duckdb_config
+        ) as con:
             path = build_report(con, args.out)
     except (ReportError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -99,4 +99,100 @@ def test_makefile_lets_the_caller_win(tmp_path):
         "CW_POOL_WAIT_TIMEOUT": "600",
         "CW_SERVING_DIR": "/tmp/serving",  # beside the warehouse file
         "CW_SERVING_KEEP": "3",
+        "CW_MAX_RAW_AGE_HOURS": "36 (unset: default)",
+        "CW_ALERT_LOG": "/tmp/alerts.jsonl",  # beside the warehouse file
+        "CW_ALERT_WEBHOOK_URL": "(unset: log file only)",
+        "CW_DUCKDB_MEMORY_LIMIT": "80% (unset: DuckDB default)",
+        "CW_DUCKDB_TEMP_DIR": "/tmp/x.duckdb.tmp (unset: DuckDB default)",
     }
+    chosen = _make_config(
+        base
+        | {
+            "CW_WAREHOUSE_PATH": "/tmp/x.duckdb",
+            "CW_MAX_RAW_AGE_HOURS": "48",
+            "CW_ALERT_LOG": "/var/log/cw.jsonl",
+            "CW_ALERT_WEBHOOK_URL": "https://hooks.example.com/x",
+            "CW_DUCKDB_MEMORY_LIMIT": "8GB",
+            "CW_DUCKDB_TEMP_DIR": "/scratch/duckdb",
+        }
+    )
+    assert {k: v for k, v in chosen.items() if k.startswith(("CW_MAX", "CW_ALERT", "CW_DUCK"))} == {
+        "CW_MAX_RAW_AGE_HOURS": "48",
+        "CW_ALERT_LOG": "/var/log/cw.jsonl",
+        "CW_ALERT_WEBHOOK_URL": "https://hooks.example.com/x",
+        "CW_DUCKDB_MEMORY_LIMIT": "8GB",
+        "CW_DUCKDB_TEMP_DIR": "/scratch/duckdb",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Freshness, alerts and DuckDB resources
+# --------------------------------------------------------------------------------------------
+
+
+def _settings(tmp_path, **values):
+    return load_settings({"CW_RAW_DIR": str(tmp_path), **values})
+
+
+def test_freshness_alert_and_duckdb_defaults(tmp_path):
+    settings = _settings(tmp_path, CW_WAREHOUSE_PATH=str(tmp_path / "w.duckdb"))
+    assert settings.max_raw_age_hours == 36.0
+    assert settings.alert_log_path == tmp_path.resolve() / "alerts.jsonl"
+    assert settings.alert_webhook_url is None
+    assert settings.duckdb_config == {}  # DuckDB's own defaults, as in profiles.yml
+    assert settings.dbt_env["CW_DUCKDB_MEMORY_LIMIT"] == ""
+    assert settings.dbt_env["CW_DUCKDB_TEMP_DIR"] == ""
+
+
+def test_freshness_alert_and_duckdb_values_are_used(tmp_path):
+    settings = _settings(
+        tmp_path,
+        CW_MAX_RAW_AGE_HOURS="48.5",
+        CW_ALERT_LOG=str(tmp_path / "a.jsonl"),
+        CW_ALERT_WEBHOOK_URL="https://hooks.example.com/services/T0/B0/x?y=1",
+        CW_DUCKDB_MEMORY_LIMIT="1.5GiB",
+        CW_DUCKDB_TEMP_DIR=str(tmp_path / "spill"),
+    )
+    assert settings.max_raw_age_hours == 48.5
+    assert settings.alert_log_path == (tmp_path / "a.jsonl").resolve()
+    assert settings.alert_webhook_url == "https://hooks.example.com/services/T0/B0/x?y=1"
+    assert settings.duckdb_config == {
+        "memory_limit": "1.5GiB",
+        "temp_directory": str((tmp_path / "spill").resolve()),
+    }
+    assert settings.dbt_env["CW_DUCKDB_MEMORY_LIMIT"] == "1.5GiB"
+    assert settings.dbt_env["CW_DUCKDB_TEMP_DIR"] == str((tmp_path / "spill").resolve())
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fix"),
+    [
+        ("CW_MAX_RAW_AGE_HOURS", "0", "CW_MAX_RAW_AGE_HOURS=36"),
+        ("CW_MAX_RAW_AGE_HOURS", "a day", "CW_MAX_RAW_AGE_HOURS=36"),
+        ("CW_MAX_RAW_AGE_HOURS", "nan", "CW_MAX_RAW_AGE_HOURS=36"),
+        ("CW_ALERT_WEBHOOK_URL", "hooks.example.com/x", "https://"),
+        ("CW_ALERT_WEBHOOK_URL", "ftp://hooks.example.com/x", "https://"),
+        ("CW_ALERT_WEBHOOK_URL", "http:///path-only", "https://"),
+        ("CW_ALERT_WEBHOOK_URL", "http://host/a b", "https://"),
+        ("CW_DUCKDB_MEMORY_LIMIT", "8", "CW_DUCKDB_MEMORY_LIMIT=8GB"),
+        ("CW_DUCKDB_MEMORY_LIMIT", "lots", "CW_DUCKDB_MEMORY_LIMIT=8GB"),
+        ("CW_DUCKDB_MEMORY_LIMIT", "150%", "CW_DUCKDB_MEMORY_LIMIT=8GB"),
+        ("CW_DUCKDB_MEMORY_LIMIT", "0GB", "CW_DUCKDB_MEMORY_LIMIT=8GB"),
+    ],
+)
+def test_bad_freshness_alert_and_duckdb_values_name_the_variable_and_the_fix(
+    tmp_path, variable, value, fix
+):
+    with pytest.raises(ConfigError) as err:
+        _settings(tmp_path, **{variable: value})
+    assert str(err.value).startswith(f"{variable}={value!r}") and fix in str(err.value)
+
+
+def test_alert_log_and_temp_dir_must_be_usable_paths(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match="CW_ALERT_LOG=.* is a folder"):
+        _settings(tmp_path, CW_ALERT_LOG=str(tmp_path))
+    with pytest.raises(ConfigError, match="CW_ALERT_LOG=.*does not exist"):
+        _settings(tmp_path, CW_ALERT_LOG=str(tmp_path / "missing" / "a.jsonl"))
+    with pytest.raises(ConfigError, match="CW_DUCKDB_TEMP_DIR=.* is a file"):
+        _settings(tmp_path, CW_DUCKDB_TEMP_DIR=str(tmp_path / "a-file"))

@@ -133,7 +133,11 @@ def test_dagster_dev_serves_the_graph_schedule_and_sensor(dagster_dev):
     schedules = {s["name"]: s["scheduleState"]["status"] for r in repos for s in r["schedules"]}
     sensors = {s["name"]: s["sensorState"]["status"] for r in repos for s in r["sensors"]}
     assert schedules == {"daily_refresh": "RUNNING"}
-    assert sensors == {"new_survey_files": "RUNNING", "dead_run_cleanup": "RUNNING"}
+    assert sensors == {
+        "new_survey_files": "RUNNING",
+        "dead_run_cleanup": "RUNNING",
+        "run_failure_alert": "RUNNING",
+    }
 
     def daemons_healthy() -> bool:
         statuses = _graphql(

@@ -45,9 +45,15 @@ VARIABLES = {
     "CW_SERVING_DIR": "path",
     "CW_SERVING_KEEP": "refused",
     "CW_POOL_WAIT_TIMEOUT": "refused",
+    "CW_MAX_RAW_AGE_HOURS": "refused",
+    "CW_ALERT_LOG": "path",
+    "CW_ALERT_WEBHOOK_URL": "refused",
+    "CW_DUCKDB_MEMORY_LIMIT": "refused",
+    "CW_DUCKDB_TEMP_DIR": "path",
 }
 SETTING_OF = {"CW_RAW_DIR": "raw_dir", "CW_WAREHOUSE_PATH": "warehouse_path",
-              "CW_EXPORT_DIR": "export_dir", "CW_SERVING_DIR": "serving_dir"}  # fmt: skip
+              "CW_EXPORT_DIR": "export_dir", "CW_SERVING_DIR": "serving_dir",
+              "CW_ALERT_LOG": "alert_log", "CW_DUCKDB_TEMP_DIR": "duckdb_temp_dir"}  # fmt: skip
 
 
 def _clean_env(**values: str) -> dict[str, str]:

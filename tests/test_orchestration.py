@@ -154,6 +154,27 @@ def test_every_writer_is_in_the_pool_and_retries_only_locks(defs):
         assert assets_def.node_def.retry_policy == LOCK_RETRY, name
 
 
+def test_freshness_checks_policy_and_failure_alerts_are_wired(defs):
+    """Raw tables and marts carry the WARN freshness checks (never blocking), every mart the
+    time-window freshness policy, and the run-failure sensor is on by default."""
+    graph = defs.resolve_asset_graph()
+    specs = {spec.key: spec for assets_def in graph.assets_defs for spec in assets_def.check_specs}
+    marts = {k for k in graph.get_all_asset_keys() if k.path[0] == "marts"}
+    assert len(marts) > 10
+    for mart in marts:
+        assert not specs[dg.AssetCheckKey(mart, "built_on_fresh_raw_data")].blocking
+        assert graph.get(mart).freshness_policy is not None, mart
+    for source in ("orders", "customers", "order_items", "products", "redemptions",
+                   "survey_responses"):  # fmt: skip
+        assert not specs[dg.AssetCheckKey(key(f"raw/{source}"), "raw_data_is_fresh")].blocking
+        assert graph.get(key(f"raw/{source}")).freshness_policy is None
+    sensor = defs.resolve_sensor_def("run_failure_alert")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert set(defs.resolve_job_def("full_refresh").asset_layer.asset_graph.asset_check_keys) >= {
+        dg.AssetCheckKey(mart, "built_on_fresh_raw_data") for mart in marts
+    }
+
+
 def test_manifest_is_parsed_into_the_target_path(defs, dbt_paths):
     assert dbt_target_path() == dbt_paths / "target"
     assert (dbt_paths / "target" / "manifest.json").is_file()
@@ -346,6 +367,23 @@ def test_full_graph_materializes_every_asset_and_passes_every_check(defs, full_b
         "model_fit_is_sane",
         "one_prediction_per_customer",
     } <= names
+
+
+@pytest.mark.slow
+def test_full_build_checks_the_freshness_of_raw_data_and_marts(defs, full_build):
+    """The demo data was just generated: every freshness check ran (the full build's test
+    above asserts that every check passed), and the orders check states the newest order."""
+    result, _warehouse = full_build
+    evaluations = check_evaluations(result)
+    fresh = {e.asset_key for e in evaluations if e.check_name == "raw_data_is_fresh"}
+    assert key("raw/orders") in fresh and key("raw/survey_responses") in fresh
+    marts = {k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.path[0] == "marts"}
+    assert {e.asset_key for e in evaluations if e.check_name == "built_on_fresh_raw_data"} == marts
+    orders = next(
+        e for e in evaluations
+        if e.check_name == "raw_data_is_fresh" and e.asset_key == key("raw/orders")
+    )  # fmt: skip
+    assert orders.passed and orders.metadata["newest_order_at"].value.startswith("2025-12")
 
 
 @pytest.mark.slow

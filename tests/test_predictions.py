@@ -820,3 +820,24 @@ def test_independent_mle_recovers_the_demo_generators_truth():
     for name in P.BG_NBD_PARAMS:
         want = getattr(truth, name)
         assert abs(fit.params[name] - want) < 4 * se[name], (name, fit.params[name], want)
+
+
+def test_pytensor_compile_cache_is_kept_beside_the_code_unless_configured(tmp_path):
+    """Before pytensor is imported, its base_compiledir points at the project's cache folder
+    (a warm cache turns a ~35 s first fit into ~1 s of loading); a configured pytensor, an
+    already imported one or an unwritable folder are left alone."""
+    cache = tmp_path / "cache" / "pytensor"
+    env: dict[str, str] = {"PYTENSOR_FLAGS": "floatX=float64"}
+    assert P.use_project_compile_cache(env, cache, modules={}) == cache
+    assert env["PYTENSOR_FLAGS"] == f"floatX=float64,base_compiledir={cache}" and cache.is_dir()
+    configured = {"PYTENSOR_FLAGS": "compiledir=/elsewhere"}
+    assert P.use_project_compile_cache(configured, cache, modules={}) is None
+    assert configured == {"PYTENSOR_FLAGS": "compiledir=/elsewhere"}
+    imported: dict[str, str] = {}
+    assert P.use_project_compile_cache(imported, cache, modules={"pytensor": object()}) is None
+    assert imported == {}
+    (tmp_path / "file").write_text("")
+    blocked: dict[str, str] = {}
+    assert P.use_project_compile_cache(blocked, tmp_path / "file" / "sub", modules={}) is None
+    assert blocked == {}
+    assert P.PYTENSOR_CACHE_DIR.parent.name == ".cache"  # in the project, ignored by git

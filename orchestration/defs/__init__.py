@@ -3,9 +3,10 @@
 Layout, one folder per domain: ``raw`` (raw files, surveys, the survey sensor), ``dbt`` (the dbt
 project, its translator and assets), ``loyalty`` and ``predictions`` (Python marts and their
 checks), ``reports`` (the HTML tier report), ``exports`` (CRM contact lists), ``serving``
-(the serving copy for BI tools, after every table it publishes); ``resources.py`` (DuckDB,
-pool, retries), ``metadata.py`` (row counts, previews), ``schedules.py`` (the full job and its
-schedule). The
+(the serving copy for BI tools, after every table it publishes), ``freshness`` (raw and
+mart freshness checks, the marts' freshness policy), ``alerts`` (the run-failure sensor);
+``resources.py`` (DuckDB, pool, retries), ``metadata.py`` (row counts, previews),
+``schedules.py`` (the full job and its schedule). The
 executor is ``orchestration/recovery.py`` (dead runs cleaned up, bounded writer-pool waits).
 """
 
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from customer_warehouse.config import PROJECT_DIR
+from customer_warehouse.config import PROJECT_DIR, RAW_SOURCE_NAMES
+from customer_warehouse.freshness import SURVEYS
+from orchestration.defs.alerts.sensors import run_failure_alert
 from orchestration.defs.dbt.assets import build_dbt_assets
 from orchestration.defs.dbt.project import (
     WarehouseDbtResource,
@@ -23,6 +26,13 @@ from orchestration.defs.dbt.project import (
     dbt_executable,
 )
 from orchestration.defs.exports.assets import crm_contact_lists
+from orchestration.defs.freshness.checks import (
+    build_mart_freshness_checks,
+    mart_freshness_policy,
+    mart_keys,
+    policy_max_age_hours,
+    with_mart_freshness_policy,
+)
 from orchestration.defs.loyalty.assets import loyalty_points
 from orchestration.defs.predictions.assets import customer_predictions, prediction_backtest
 from orchestration.defs.privacy.assets import build_erasure_asset
@@ -52,13 +62,17 @@ def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
         tier_report_html,
         crm_contact_lists,
     ]
+    # Between runs: the daemon warns when a mart was not rebuilt for CW_MAX_RAW_AGE_HOURS.
+    assets = with_mart_freshness_policy(assets, mart_freshness_policy(policy_max_age_hours()))
+    marts = mart_keys(assets)
     return dg.Definitions(
         # The serving copy comes after every asset whose table it publishes; the erasure
         # step after every writer.
         assets=[*assets, build_serving_asset(assets), build_erasure_asset(assets)],
+        asset_checks=[build_mart_freshness_checks(marts, [*RAW_SOURCE_NAMES, SURVEYS])],
         jobs=[full_refresh, survey_refresh],
         schedules=[daily_refresh],
-        sensors=[new_survey_files, dead_run_cleanup],
+        sensors=[new_survey_files, dead_run_cleanup, run_failure_alert],
         resources={
             "dbt": WarehouseDbtResource(project_dir=project, dbt_executable=dbt_executable()),
             "warehouse": WarehouseResource(),

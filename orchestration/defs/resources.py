@@ -112,11 +112,13 @@ class WarehouseResource(dg.ConfigurableResource):
     @contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection to the warehouse file; a write connection creates the folder first."""
-        path = self.settings().warehouse_path
+        settings = self.settings()
+        path = settings.warehouse_path
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            # CW_DUCKDB_MEMORY_LIMIT / CW_DUCKDB_TEMP_DIR, as dbt's profile passes them.
+            con = duckdb.connect(str(path), read_only=read_only, config=settings.duckdb_config)
         except duckdb.Error as exc:
             if is_corruption(exc):
                 raise corruption_failure(path, exc) from exc

@@ -14,13 +14,16 @@ while dbt is writing it:
 * a failure is classified: a locked warehouse file is retried (``LOCK_RETRY``), anything else
   (a failed test, a SQL error) fails at once with dbt's messages.
 
-A successful invocation's artifact folder (``<target>/<op>-<run>-<id>/``) is removed; a failed
-one is kept for its ``dbt.log`` and ``run_results.json``.
+A successful invocation's artifact folder (``<target>/<op>-<run>-<id>/``) is removed after its
+``run_results.json`` is moved to ``<target>/run_results.json`` (where a plain ``dbt`` command
+leaves it: the per-model timings of the last successful build, read by ``make bench``); a
+failed one is kept whole for its ``dbt.log`` and ``run_results.json``.
 """
 
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -59,6 +62,8 @@ AS_OF_TABLE = "intermediate.int_as_of_date"
 #: The log file keeps warnings and errors only: a debug line per node costs ~15 % of a build,
 #: and the run's events already stream to Dagster.
 DBT_BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test", "--log-level-file", "warn"]
+#: dbt's per-node results (status, execution time); the last successful build's is kept.
+RUN_RESULTS = "run_results.json"
 
 
 class DbtBuildConfig(dg.Config):
@@ -108,9 +113,21 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
             if is_lock_conflict(message):
                 raise DbtLockedError(message)
             raise dg.Failure(description=message, allow_retries=False)
+        keep_run_results(invocation.target_path, Path(invocation.target_path).parent)
         shutil.rmtree(invocation.target_path, ignore_errors=True)
 
     return dbt_models
+
+
+def keep_run_results(invocation_dir: Path, target_dir: Path) -> Path | None:
+    """Move the invocation's ``run_results.json`` to ``target_dir`` in one rename (a reader
+    never sees half a file); None when dbt wrote none."""
+    source = invocation_dir / RUN_RESULTS
+    if not source.is_file():
+        return None
+    target = target_dir / RUN_RESULTS
+    os.replace(source, target)  # same file system: the invocation folder is inside target_dir
+    return target
 
 
 def _with_table_metadata(

@@ -49,7 +49,9 @@ def build_erasure_asset(upstream: Iterable[dg.AssetsDefinition]) -> dg.AssetsDef
                 removed = crm_export.erase_customers(
                     settings.export_dir, set(pending), log=context.log.info
                 )
-                compacted = privacy.compact_warehouse(settings.warehouse_path, log=context.log.info)
+                compacted = privacy.compact_warehouse(
+                    settings.warehouse_path, log=context.log.info, config=settings.duckdb_config
+                )
         return dg.MaterializeResult(
             metadata={
                 "new_requests_finished": dg.MetadataValue.int(len(pending)),

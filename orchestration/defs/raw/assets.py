@@ -12,7 +12,8 @@ from typing import Any
 
 import dagster as dg
 
-from customer_warehouse import privacy, raw_load, surveys
+from customer_warehouse import freshness, privacy, raw_load, surveys
+from orchestration.defs.freshness.checks import note_stale_run, raw_check_result, raw_check_spec
 from orchestration.defs.metadata import counts_markdown, markdown_table, table_metadata
 from orchestration.defs.resources import (
     LOCK_RETRY,
@@ -69,6 +70,7 @@ ERASURE_SPEC = dg.AssetSpec(
 @dg.multi_asset(
     name="raw_files",
     specs=[*(_raw_file_spec(spec) for spec in raw_load.SOURCES), DELIVERIES_SPEC, ERASURE_SPEC],
+    check_specs=[raw_check_spec(raw_key(spec.name), spec.name) for spec in raw_load.SOURCES],
     can_subset=False,
     pool=WRITER_POOL,
     retry_policy=LOCK_RETRY,
@@ -126,9 +128,13 @@ def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
                 f"{item.file}: {item.malformed_rows} malformed line(s) kept as rows with a "
                 f"_load_error; staging rejects them as malformed_row (staging.*_rejects)."
             )
+    ages = freshness.source_ages(
+        settings.raw_dir, [spec.name for spec in raw_load.SOURCES], settings.max_raw_age_hours
+    )
     with warehouse.connect(read_only=True) as con:
         requests = con.execute(f"select count(*) from {privacy.ERASURE_TABLE}").fetchone()[0]
         pending = len(privacy.pending_erasures(con))
+        newest_order = freshness.newest_order_at(con, now=ages[0].checked_at)
     yield dg.MaterializeResult(
         asset_key=DELIVERIES_KEY,
         metadata={
@@ -166,6 +172,11 @@ def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
                 "load_summary": dg.MetadataValue.md(summary),
             },
         )
+    for age in ages:
+        yield raw_check_result(
+            raw_key(age.source), age, newest_order if age.source == "orders" else None
+        )
+    note_stale_run(context, ages)
 
 
 SURVEY_TABLES = ("survey_responses", "survey_rejects", "survey_files")
@@ -213,7 +224,8 @@ def survey_files_in(folder: Path) -> list[Path]:
             description="Every survey file now in the folder could be read. A broken file is "
             "recorded as failed and skipped; the others are ingested (warning, not blocking).",
             blocking=False,
-        )
+        ),
+        raw_check_spec(raw_key("survey_responses"), freshness.SURVEYS),
     ],
     can_subset=False,
     pool=WRITER_POOL,
@@ -253,6 +265,9 @@ def survey_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource
                 counts_markdown(report.reject_reasons, "reject_reason")
             )
         yield dg.MaterializeResult(asset_key=raw_key(table), metadata={**metadata[table], **extra})
+    age = freshness.source_age(settings.raw_dir, freshness.SURVEYS, settings.max_raw_age_hours)
+    yield raw_check_result(raw_key("survey_responses"), age)
+    note_stale_run(context, [age])
     yield dg.AssetCheckResult(
         check_name=SURVEY_FILES_CHECK,
         asset_key=raw_key("survey_files"),

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): scripts, and benchlib, the parts of them that are tested."""
