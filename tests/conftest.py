@@ -109,6 +109,7 @@ STAGING_SPLITS = (
     ("order_items", "stg_shop__order_items", "order_item_rejects"),
     ("products", "stg_shop__products", "product_rejects"),
     ("redemptions", "stg_shop__redemptions", "redemption_rejects"),
+    ("point_adjustments", "stg_shop__point_adjustments", "point_adjustment_rejects"),
 )
 
 STAGING_SELECTION = "+staging +int_as_of_date"

@@ -6,6 +6,7 @@
     ('order_items', 'stg_shop__order_items', 'order_item_rejects'),
     ('products', 'stg_shop__products', 'product_rejects'),
     ('redemptions', 'stg_shop__redemptions', 'redemption_rejects'),
+    ('point_adjustments', 'stg_shop__point_adjustments', 'point_adjustment_rejects'),
 ] %}
 
 with
