@@ -38,7 +38,7 @@ recounted as (
     cross join settings
     left join orders as earlier
         on this_order.customer_id = earlier.customer_id
-            and (earlier.is_purchase or earlier.status_changed_at > this_order.ordered_at)
+            and (earlier.is_purchase or this_order.ordered_at < earlier.status_changed_at)
             and (
                 this_order.ordered_at > earlier.ordered_at
                 or (
