@@ -147,6 +147,7 @@ bench: install  ## speed and memory benchmarks (docs/benchmarks.md)
 	$(BIN)/python benchmarks/bench_demo_data.py
 	$(BIN)/python benchmarks/bench_predictions.py
 	$(BIN)/python benchmarks/bench_warehouse.py --customers $(BENCH_CUSTOMERS)
+	$(BIN)/python benchmarks/bench_loyalty.py --warehouse /tmp/bench-warehouse/warehouse.duckdb
 
 clean:  ## remove generated files (keeps .venv)
 	rm -rf target logs data reports .dagster_home

@@ -49,7 +49,9 @@ def _step(label: str, action) -> loyalty.LoyaltyReport:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--warehouse", type=Path, default=Path("/tmp/bench-warehouse/warehouse.duckdb"))
+    parser.add_argument(
+        "--warehouse", type=Path, default=Path("/tmp/bench-warehouse/warehouse.duckdb")
+    )
     parser.add_argument("--work", type=Path, default=None, help="copy to use (default: beside it)")
     args = parser.parse_args(argv)
     if not args.warehouse.is_file():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         "CW_RAW_DIR": str(raw),
         "CW_WAREHOUSE_PATH": str(args.work / "warehouse.duckdb"),
         "CW_AS_OF_DATE": "",
+        # The benchmark's data is generated: a throwaway pseudonym key (docs/privacy.md).
+        "CW_PII_KEY": os.environ.get("CW_PII_KEY") or secrets.token_hex(32),
         "DAGSTER_HOME": str(home),
         "DBT_TARGET_PATH": str(args.work / "target"),
         "DBT_LOG_PATH": str(args.work / "logs"),

@@ -91,18 +91,25 @@ Derived tables (all from the ledger):
   when it was computed for the same as-of date; null otherwise).
 
 How (set-based, no loop per customer): DuckDB SQL gathers the window's events and the lots
-(earns, positive adjustments) and sorts them. Consumption is oldest-first, so the consumed
-points of a customer are always a prefix of their lots laid end to end: one number per
-customer, the pointer P. Expiry of lot j moves P to the end of j (``P = max(P, end_j)``),
-consumption moves it forward (``P += points``), a clawback removes its lot from the line
-(later lots move down by its size, P by what of the lot had expired) and is capped by the
-available points. With the per-event step known, P over the whole event stream is one
-cumulative sum and one running maximum (numpy, all customers at once). The steps that depend
-on the state — whether a redemption fits, whether a clawback or negative adjustment is capped,
-what an already expired lot lost — are first assumed (accepted, uncapped), then checked against
-the states the pass computed; every event whose assumption was wrong gets the value the pass
-computed and the pass is repeated. The first wrong event of a customer is always right after
-one pass (everything before it was right), so this ends; in practice after 2-4 passes.
+(earns, positive adjustments) of the customers concerned; numpy settles them for all
+customers at once. A customer's *line* is their lots not expired and not clawed back, laid end
+to end in the order they became available; consumption is oldest-first, so what is consumed
+is always a prefix of the line: one number per customer, the pointer P, and the available
+balance is the end of the line's available part minus P (pending lots sit at the top). An
+expiry moves P to the end of its lot (``P = max(P, end_j)``), consumption moves it forward
+(``P += points``), a clawback removes its lot from the line (later lots move down by its size)
+and is capped by the available points. A month-end clamp (Jan 31 + 1 month = Feb 28, time of
+day kept) can make a lot expire before one that became available earlier; such an expiry
+takes its lot out of the line instead, like a clawback. With the per-event steps known, P over
+the whole event stream is one cumulative sum and one running maximum. The steps that depend on
+the state — whether a redemption fits, whether a clawback or negative adjustment is capped,
+what an expired lot lost, what a clamped expiry leaves — are first assumed (accepted,
+uncapped, nothing), then checked against the states the pass computed; every event whose
+assumption was wrong gets the value the pass computed, and the pass is repeated for the
+customers concerned only. The first wrong event of a customer is always right after one pass
+(everything before it was right), so this ends; in practice after a handful of passes, the
+later ones on a few customers. The per-customer state machine these rules describe is kept as
+the test oracle (tests/loyalty_reference.py).
 """
 
 from __future__ import annotations
@@ -1635,36 +1642,140 @@ def _append_days(con: duckdb.DuckDBPyConnection, params: dict, rules: LoyaltyRul
     return (params["as_of"] - first_day).days + 1
 
 
+_BALANCE_FIGURES = """
+    customer_id, points_balance, points_available, points_pending, points_earned_total,
+    points_redeemed_total, points_expired_total, points_clawed_back_total, points_adjusted_total,
+    points_expiring_soon, next_expiry_date, last_movement_at, points_value, point_value
+"""
+_LEVEL_COLUMNS = """
+    membership_level, next_membership_level, spend_to_next_level, orders_to_next_level,
+    spend_to_keep_level, orders_to_keep_level, membership_level_kept_until
+"""
+
+
 def _rebuild_balances(
     con: duckdb.DuckDBPyConnection, as_of_date: date, rules: LoyaltyRules
 ) -> tuple[int, int]:
-    """``marts.loyalty_balances`` as of ``as_of_date``, from the ledger's entries up to its end."""
+    """``marts.loyalty_balances`` as of ``as_of_date``, from the ledger's entries up to its end.
+
+    When the table holds the balances as of an earlier date P (same rules), only the customers
+    whose figures can have changed since are computed again: those with entries or refusals
+    after P, and those with a lot that became available, or came within the expiring-soon
+    window, after P. Nothing before P can change (entries are only ever appended after the
+    last posted day), so the others keep their figures; dates and levels are set for all.
+    """
     end = datetime.combine(as_of_date + timedelta(days=1), time())
-    levels_match = (
-        _table_exists(con, LEVEL_GAPS_TABLE)
-        and con.execute(
-            f"select count(*) > 0 and bool_and(as_of_date = ?) from {LEVEL_GAPS_TABLE}",
-            [as_of_date],
-        ).fetchone()[0]
-    )
-    level_source = (
-        f"select * from {LEVEL_GAPS_TABLE}"
-        if levels_match
-        else (
-            "select cast(null as varchar) as customer_id, cast(null as varchar) as "
-            "membership_level, cast(null as varchar) as next_membership_level, "
-            "cast(null as decimal(18, 2)) as spend_to_next_level, cast(null as integer) as "
-            "orders_to_next_level, cast(null as decimal(18, 2)) as spend_to_keep_level, "
-            "cast(null as integer) as orders_to_keep_level, cast(null as date) as "
-            "membership_level_kept_until where false"
+    params = {
+        "end": end,
+        "soon": end + timedelta(days=rules.expiring_soon_days),
+        "as_of": as_of_date,
+        "point_value": format(rules.point_value, "f"),
+    }
+    previous = _previous_balances(con, rules)
+    scope = ""
+    if previous is not None and previous <= as_of_date:
+        since = datetime.combine(previous + timedelta(days=1), time())
+        days = timedelta(days=rules.expiring_soon_days)
+        _sql(
+            con,
+            f"""
+            create temp table _lw_changed as
+            select customer_id from {LEDGER_TABLE}
+                where occurred_at >= $since and occurred_at < $end
+                    or available_at >= $since and available_at < $end
+                    or lot_expires_at >= $since_soon and lot_expires_at < $soon
+            union
+            select customer_id from {REJECTS_TABLE}
+                where redeemed_at < $end and decided_at >= $since
+            """,
+            params | {"since": since, "since_soon": since + days},
         )
+        con.execute(
+            f"""
+            create temp table _lw_kept as
+            select {_BALANCE_FIGURES} from {BALANCES_TABLE}
+            where customer_id not in (select customer_id from _lw_changed)
+            """
+        )
+        scope = "where customer_id in (select customer_id from _lw_changed)"
+    _sql(
+        con,
+        f"""
+        create temp table _lw_balances as
+        {_balance_figures_sql(scope)}
+        {"union all select * from _lw_kept" if scope else ""}
+        """,
+        params,
     )
     _sql(
         con,
         f"""
         create or replace table {BALANCES_TABLE} as
+        select
+            balances.* exclude (point_value),
+            cast($soon as date) - 1 as expiring_soon_until,
+            {", ".join(f"levels.{c.strip()}" for c in _LEVEL_COLUMNS.split(","))},
+            balances.point_value,
+            cast($as_of as date) as as_of_date
+        from _lw_balances as balances
+        left join ({_level_source(con, as_of_date)}) as levels
+            on balances.customer_id = levels.customer_id
+        order by balances.customer_id
+        """,
+        params,
+    )
+    for name in ("_lw_balances", "_lw_kept", "_lw_changed"):
+        con.execute(f"drop table if exists {name}")
+    return con.execute(
+        f"select count(*), coalesce(sum(points_balance), 0) from {BALANCES_TABLE}"
+    ).fetchone()
+
+
+def _previous_balances(con: duckdb.DuckDBPyConnection, rules: LoyaltyRules) -> date | None:
+    """The date the balances table is as of, if it was computed with these rules."""
+    if not _table_exists(con, BALANCES_TABLE):
+        return None
+    try:
+        row = con.execute(
+            f"""
+            select min(as_of_date), max(as_of_date), count(*),
+                bool_and(expiring_soon_until = as_of_date + ?),
+                bool_and(point_value = cast(? as decimal(18, 6)))
+            from {BALANCES_TABLE}
+            """,
+            [rules.expiring_soon_days, format(rules.point_value, "f")],
+        ).fetchone()
+    except duckdb.BinderException:  # a table of an older layout: compute it all again
+        return None
+    low, high, rows, same_window, same_value = row
+    return low if rows and low == high and same_window and same_value else None
+
+
+def _level_source(con: duckdb.DuckDBPyConnection, as_of_date: date) -> str:
+    """The level model's rows when it was computed for this date, else no rows (null levels)."""
+    if (
+        _table_exists(con, LEVEL_GAPS_TABLE)
+        and con.execute(
+            f"select count(*) > 0 and bool_and(as_of_date = ?) from {LEVEL_GAPS_TABLE}",
+            [as_of_date],
+        ).fetchone()[0]
+    ):
+        return f"select customer_id, {_LEVEL_COLUMNS} from {LEVEL_GAPS_TABLE}"
+    return (
+        "select cast(null as varchar) as customer_id, cast(null as varchar) as "
+        "membership_level, cast(null as varchar) as next_membership_level, "
+        "cast(null as decimal(18, 2)) as spend_to_next_level, cast(null as integer) as "
+        "orders_to_next_level, cast(null as decimal(18, 2)) as spend_to_keep_level, "
+        "cast(null as integer) as orders_to_keep_level, cast(null as date) as "
+        "membership_level_kept_until where false"
+    )
+
+
+def _balance_figures_sql(scope: str) -> str:
+    """Every balance figure of the customers in ``scope`` (a where clause on customer_id)."""
+    return f"""
         with ledger as (
-            select * from {LEDGER_TABLE} where occurred_at < $end
+            select * from {LEDGER_TABLE} where occurred_at < $end {scope.replace("where", "and")}
         ),
         totals as (
             select
@@ -1737,8 +1848,8 @@ def _rebuild_balances(
             select customer_id from totals
             union
             select customer_id from {REJECTS_TABLE} where redeemed_at < $end
-        ),
-        levels as ({level_source})
+                {scope.replace("where", "and")}
+        )
         select
             customers.customer_id,
             coalesce(totals.points_balance, 0) as points_balance,
@@ -1751,36 +1862,16 @@ def _rebuild_balances(
             coalesce(totals.clawed, 0) as points_clawed_back_total,
             coalesce(totals.adjusted, 0) as points_adjusted_total,
             coalesce(expiring.points_expiring_soon, 0) as points_expiring_soon,
-            cast($soon as date) - 1 as expiring_soon_until,
             expiring.next_expiry_date,
             totals.last_movement_at,
             cast(round(coalesce(totals.points_balance, 0)
                 * cast($point_value as decimal(18, 6)), 2) as decimal(38, 2)) as points_value,
-            levels.membership_level,
-            levels.next_membership_level,
-            levels.spend_to_next_level,
-            levels.orders_to_next_level,
-            levels.spend_to_keep_level,
-            levels.orders_to_keep_level,
-            levels.membership_level_kept_until,
-            cast($as_of as date) as as_of_date
+            cast($point_value as decimal(18, 6)) as point_value
         from customers
         left join totals on customers.customer_id = totals.customer_id
         left join pending on customers.customer_id = pending.customer_id
         left join expiring on customers.customer_id = expiring.customer_id
-        left join levels on customers.customer_id = levels.customer_id
-        order by customers.customer_id
-        """,
-        {
-            "end": end,
-            "soon": end + timedelta(days=rules.expiring_soon_days),
-            "as_of": as_of_date,
-            "point_value": format(rules.point_value, "f"),
-        },
-    )
-    return con.execute(
-        f"select count(*), coalesce(sum(points_balance), 0) from {BALANCES_TABLE}"
-    ).fetchone()
+    """
 
 
 # --------------------------------------------------------------------------------------------
