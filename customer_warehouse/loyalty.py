@@ -413,7 +413,7 @@ def rebuild_ledger(
     change that must apply to history, never in the daily run."""
     con.begin()
     try:
-        for table, _columns in _APPEND_ONLY:
+        for table in (*(table for table, _columns in _APPEND_ONLY), BALANCES_TABLE):
             con.execute(f"drop table if exists {table}")
         con.commit()
     except BaseException:
@@ -1748,7 +1748,9 @@ def _previous_balances(con: duckdb.DuckDBPyConnection, rules: LoyaltyRules) -> d
     except duckdb.BinderException:  # a table of an older layout: compute it all again
         return None
     low, high, rows, same_window, same_value = row
-    return low if rows and low == high and same_window and same_value else None
+    horizon = read_horizon(con)
+    posted_through = horizon is not None and low is not None and low <= horizon
+    return low if rows and low == high and same_window and same_value and posted_through else None
 
 
 def _level_source(con: duckdb.DuckDBPyConnection, as_of_date: date) -> str:
