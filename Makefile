@@ -166,7 +166,8 @@ export BENCH_MEMORY_LIMIT ?= 8GB
 bench: install  ## speed and memory at several scales vs. the floor; writes docs/benchmarks.md
 	$(BIN)/python benchmarks/bench_warehouse.py --scales $$BENCH_SCALES \
 		$$(case "$$BENCH_LARGE" in 1|yes|true) echo --scales 50m;; esac) \
-		--work "$$BENCH_WORK" --memory-limit "$$BENCH_MEMORY_LIMIT"
+		--work "$$BENCH_WORK" --memory-limit "$$BENCH_MEMORY_LIMIT" --keep
+	$(BIN)/python benchmarks/bench_loyalty.py --warehouse "$$BENCH_WORK/scale-$$(echo $$BENCH_SCALES | awk '{print $$NF}')/warehouse.duckdb"
 
 clean:  ## remove generated files (keeps .venv)
 	rm -rf target logs data reports .dagster_home

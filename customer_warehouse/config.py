@@ -40,12 +40,19 @@ DEFAULT_WAREHOUSE_PATH = PROJECT_DIR / "data" / "warehouse.duckdb"
 EXPORT_DIR_NAME = "exports"
 DEFAULT_EXPORT_DIR = DEFAULT_WAREHOUSE_PATH.parent / EXPORT_DIR_NAME
 # The raw files of the contract (customer_warehouse.raw_load.SOURCES; a test keeps them equal).
-RAW_SOURCE_NAMES = ("orders", "customers", "order_items", "products", "redemptions")
+RAW_SOURCE_NAMES = (
+    "orders",
+    "customers",
+    "order_items",
+    "products",
+    "redemptions",
+    "point_adjustments",
+)
 ENCODING_AUTO = "auto"
 ENCODING_VARIABLE = "CW_RAW_ENCODING"
 #: Seconds a step waits for the DuckDB writer pool while another run holds it, then its run
 #: fails (orchestration/defs/recovery.py). Half an hour: several times the longest step at
-#: benchmark scale (loyalty points for 1M customers, ~4 minutes; docs/benchmarks.md).
+#: benchmark scale (the dbt build for 1M customers, a few minutes; docs/benchmarks.md).
 DEFAULT_POOL_WAIT_TIMEOUT_S = 1800.0
 POOL_WAIT_TIMEOUT_VARIABLE = "CW_POOL_WAIT_TIMEOUT"
 #: The serving copy's folder is this folder beside the warehouse file unless CW_SERVING_DIR

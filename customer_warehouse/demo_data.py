@@ -64,10 +64,12 @@ Other files
 ``order_items`` (1-4 lines per order summing to the amount to the cent; category affinity per
 customer, outerwear in winter for provinces with cold winters), ``products`` (300),
 ``redemptions`` (points spent by a subset of repeat customers, never more than a fraction of the
-unexpired points earned since their previous redemption, so they are valid under the loyalty
-rules in ``seeds/loyalty_rules.csv``; ~3 % are deliberately larger than any possible balance and
-listed in ``truth/over_redemptions.csv``), ``surveys/responses_YYYY_qN.csv|json`` (NPS and
-satisfaction correlated with spend and whether the customer is still active).
+unexpired points earned since their previous redemption and at least 15 days old, past the
+return window, so they are valid under the loyalty rules in ``seeds/loyalty_rules.csv``; ~3 %
+are deliberately larger than any possible balance and listed in
+``truth/over_redemptions.csv``), ``point_adjustments`` (one manual adjustment for ~1 % of buyers,
+with a reason code of ``seeds/point_adjustment_reasons.csv``), ``surveys/responses_YYYY_qN.csv|
+json`` (NPS and satisfaction correlated with spend and whether the customer is still active).
 """
 
 from __future__ import annotations
@@ -136,6 +138,7 @@ class Shares:
     missing_birth_date: float = 0.05
     marketing_consent: float = 0.70
     redeemers: float = 0.35  # of repeat customers
+    adjusted: float = 0.01  # of buyers: one manual point adjustment each
     over_redemptions: float = 0.03
     survey_respondents: float = 0.12  # of buyers
 
@@ -148,7 +151,14 @@ MAX_CUSTOMERS = 5_000_000  # customer ids are C + 7 digits; unknown ids need roo
 DEFAULT_CHUNK_ROWS = 1 << 18  # small enough for the allocator to reuse memory between chunks
 
 FORMATS = ("csv", "parquet")
-TABLE_FILES = ("orders", "customers", "order_items", "products", "redemptions")
+TABLE_FILES = (
+    "orders",
+    "customers",
+    "order_items",
+    "products",
+    "redemptions",
+    "point_adjustments",
+)
 TRUTH_FILES = (
     "params.json",
     "customers.parquet",
@@ -382,6 +392,11 @@ CUSTOMER_COLUMNS = SOURCES_BY_NAME["customers"].columns
 ITEM_COLUMNS = SOURCES_BY_NAME["order_items"].columns
 PRODUCT_COLUMNS = SOURCES_BY_NAME["products"].columns
 REDEMPTION_COLUMNS = ("redemption_id", "customer_id", "redeemed_at", "points")
+ADJUSTMENT_COLUMNS = ("adjustment_id", "customer_id", "points", "reason", "adjusted_at")
+#: Reason codes of the demo's manual adjustments (all in seeds/point_adjustment_reasons.csv)
+#: and the share of each; corrections take points, the others give them.
+ADJUSTMENT_REASONS = ("goodwill", "service_recovery", "promotion", "correction")
+ADJUSTMENT_REASON_WEIGHTS = (0.4, 0.3, 0.1, 0.2)
 SURVEY_COLUMNS = (
     "response_id",
     "customer_id",
@@ -1464,11 +1479,12 @@ def _redemptions(
 ) -> tuple[pa.Table, list[str]]:
     """Points spent by a subset of repeat customers.
 
-    Each redemption follows an anchor purchase day by 1-45 days and spends 20-80 % of the points
-    earned on the days after the previous anchor (and within 180 days before this one). The
-    windows are disjoint, redemptions of a customer are in anchor order, and the points used are
-    at most 225 days old, so with first-in-first-out use and a 12-month expiry the balance always
-    covers them. ~3 % are replaced by amounts above anything the customer could hold.
+    Each redemption follows an anchor purchase day by 15-59 days (after the 14-day return
+    window, so the points are no longer pending) and spends 20-80 % of the points earned on the
+    days after the previous anchor (and within 180 days before this one). The windows are
+    disjoint, redemptions of a customer are in anchor order, and the points used are at most 239
+    days old, so with first-in-first-out use and a 12-month expiry the balance always covers
+    them. ~3 % are replaced by amounts above anything the customer could hold.
     """
     nb = len(buyers.index)
     counts = np.bincount(completed.buyer, minlength=nb)
@@ -1495,7 +1511,7 @@ def _redemptions(
     lo = np.searchsorted(key, owner * 1_000_000 + window_start, side="left")
     earned = cum[hi] - cum[np.minimum(lo, hi)]
     points = (np.floor(rng.uniform(0.2, 0.8, len(anchors)) * earned / 10) * 10).astype(np.int64)
-    day = anchor_day + rng.integers(1, 46, len(anchors))
+    day = anchor_day + rng.integers(15, 60, len(anchors))
     utc = (start_epoch_day + day) * 86400 + _time_of_day(rng, len(anchors))
     # Keep a customer's redemptions in anchor order (strictly increasing times).
     segment = np.cumsum(first_of_customer) - 1
@@ -1522,6 +1538,38 @@ def _redemptions(
     )
     over_ids = ids.filter(pa.array(over)).to_pylist()
     return table, over_ids
+
+
+def _adjustments(
+    rng: np.random.Generator,
+    buyers: _Buyers,
+    customers: _Customers,
+    shares: Shares,
+    start_epoch_day: int,
+) -> pa.Table:
+    """Manual point adjustments (a customer-service file): one for a share of buyers, on a day
+    between their first and last purchase day, with a reason code; a correction takes 10-100
+    points (the ledger takes at most the available balance), the others give 50-500."""
+    chosen = np.flatnonzero(rng.random(len(buyers.index)) < shares.adjusted)
+    span = buyers.last_day[chosen] - buyers.first_day[chosen] + 1
+    day = buyers.first_day[chosen] + (rng.random(len(chosen)) * span).astype(np.int64)
+    utc = (start_epoch_day + day) * 86400 + _time_of_day(rng, len(chosen))
+    reason = rng.choice(len(ADJUSTMENT_REASONS), len(chosen), p=ADJUSTMENT_REASON_WEIGHTS)
+    taking = np.asarray(ADJUSTMENT_REASONS)[reason] == "correction"
+    points = np.where(
+        taking, -rng.integers(1, 11, len(chosen)) * 10, rng.integers(5, 51, len(chosen)) * 10
+    )
+    order = np.argsort(utc, kind="stable")
+    chosen, utc, points, reason = chosen[order], utc[order], points[order], reason[order]
+    return pa.table(
+        {
+            "adjustment_id": _digits(np.arange(1, len(chosen) + 1), 8, "A"),
+            "customer_id": _digits(customers.number[buyers.index[chosen]], 7, "C"),
+            "points": pc.cast(pa.array(points), pa.string()),
+            "reason": pa.array(np.asarray(ADJUSTMENT_REASONS)[reason]),
+            "adjusted_at": _format_timestamps(utc, _timestamp_styles(rng, shares, len(utc))),
+        }
+    )
 
 
 def _surveys(
@@ -1685,7 +1733,8 @@ def generate(
     start_epoch_day = (start_date - _EPOCH).days
     end_epoch_day = start_epoch_day + n_days - 1
     cap_utc = (end_epoch_day + 1) * 86400 - LOCAL_OFFSET_SECONDS - 1  # end 23:59:59 +08:00
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(9)]
+    # Children of one SeedSequence: adding a stream at the end changes no earlier file.
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(10)]
     day_weights = _acquisition_day_weights(start_date, n_days)
 
     progress(f"simulating {customers:,} customers")
@@ -1749,6 +1798,9 @@ def generate(
     progress("redemptions", redemptions.num_rows, redemptions.num_rows)
     responses = _surveys(streams[8], buyers, people, completed, shares, start_epoch_day, n_days)
     survey_files = _write_surveys(out, responses)
+    adjustments = _adjustments(streams[9], buyers, people, shares, start_epoch_day)
+    _write_whole(out / f"point_adjustments.{fmt}", adjustments, fmt)
+    progress("point adjustments", adjustments.num_rows, adjustments.num_rows)
     progress("survey responses", len(responses), len(responses))
 
     # Truth.
@@ -1785,6 +1837,7 @@ def generate(
         "products": len(CATEGORIES) * PRODUCTS_PER_CATEGORY,
         "redemptions": redemptions.num_rows,
         "over_redemptions": len(over_ids),
+        "point_adjustments": adjustments.num_rows,
         "survey_responses": len(responses),
         "survey_files": len(survey_files),
     }

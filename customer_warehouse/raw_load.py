@@ -206,6 +206,10 @@ SOURCES: tuple[SourceSpec, ...] = (
         required=("customer_id", "redeemed_at", "points"),
         optional=("redemption_id",),
     ),
+    SourceSpec(
+        "point_adjustments",
+        required=("adjustment_id", "customer_id", "points", "reason", "adjusted_at"),
+    ),
 )
 SOURCES_BY_NAME = {spec.name: spec for spec in SOURCES}
 

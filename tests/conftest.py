@@ -110,6 +110,8 @@ STAGING_SPLITS = (
     ("order_items", "stg_shop__order_items", "order_item_rejects", "superseded_order_items"),
     ("products", "stg_shop__products", "product_rejects", "superseded_products"),
     ("redemptions", "stg_shop__redemptions", "redemption_rejects", "superseded_redemptions"),
+    # Manual point adjustments: a small file read whole each run, nothing superseded.
+    ("point_adjustments", "stg_shop__point_adjustments", "point_adjustment_rejects", None),
 )
 
 STAGING_SELECTION = "+staging +int_as_of_date"

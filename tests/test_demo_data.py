@@ -22,6 +22,7 @@ from scipy import integrate, special, stats
 
 from customer_warehouse import demo_data
 from customer_warehouse.demo_data import (
+    ADJUSTMENT_COLUMNS,
     CUSTOMER_COLUMNS,
     DIRTY_CUSTOMER_REASONS,
     DIRTY_ORDER_REASONS,
@@ -223,6 +224,7 @@ def test_every_file_and_column_is_present(fixture: str, request: pytest.FixtureR
         "order_items": ITEM_COLUMNS,
         "products": PRODUCT_COLUMNS,
         "redemptions": REDEMPTION_COLUMNS,
+        "point_adjustments": ADJUSTMENT_COLUMNS,
     }
     for name, columns in expected.items():
         assert (folder / f"{name}.{fmt}").is_file()

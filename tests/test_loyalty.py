@@ -1,5 +1,14 @@
-"""Loyalty points: every rule of compute_ledger, its invariants over random event streams, and
-the batch driver (batch-size independence, atomic swap, as-of cut-off)."""
+"""Loyalty points: every rule of the ledger, one customer at a time, through the set-based
+ledger itself (customer_warehouse.loyalty.rebuild_ledger on a small DuckDB file), its
+invariants over random event streams and its equality with the per-customer reference
+(tests/loyalty_reference.py), the rules read from the seeds, and the posting run as a whole
+(defaults, failures, explained inputs). The append-only behaviour across runs is in
+tests/test_loyalty_ledger.py.
+
+These rule tests are the ones the former per-customer function had; only their call site
+changed (``run`` builds a warehouse and posts it). Rule changes the append-only ledger brought
+are said where they apply: an earlier as-of date after a later one no longer rebuilds the
+ledger (it posts nothing), and levels are the ones known at the order (dbt model)."""
 
 from __future__ import annotations
 
@@ -10,22 +19,34 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from customer_warehouse import loyalty
 from customer_warehouse.loyalty import (
     MOVEMENT_RANK,
-    CustomerEvents,
     LoyaltyRules,
-    Order,
-    Redemption,
-    build_loyalty_tables,
-    compute_ledger,
     load_rules,
+    post_ledger,
+    rebuild_ledger,
 )
 
-SEEDS_DIR = Path(__file__).resolve().parents[1] / "seeds"
+from .loyalty_reference import (
+    Adjustment,
+    BalanceRow,
+    CustomerEvents,
+    LedgerResult,
+    Order,
+    Redemption,
+    compute_ledger,
+)
+from .loyalty_warehouse import (
+    LEDGER_ORDER,
+    NO_BIRTH_ROW,
+    load_seeds,
+    make_warehouse,
+    read_results,
+    run_engine,
+)
 
 RULES = LoyaltyRules(
     base_points_per_currency_unit=Decimal(1),
@@ -57,13 +78,16 @@ def redeem(redemption_id: str, at: str, points: int | None) -> Redemption:
 
 def run(
     orders=(), redemptions=(), birth_month=None, as_of=AS_OF, rules=RULES, customer_id="C1"
-) -> loyalty.LedgerResult:
-    return compute_ledger(
-        CustomerEvents(customer_id, list(orders), list(redemptions), birth_month), rules, as_of
-    )
+) -> LedgerResult:
+    """One customer's ledger, refusals and balance, posted by the set-based ledger in one run."""
+    events = CustomerEvents(customer_id, list(orders), list(redemptions), birth_month)
+    aware = any(o.ordered_at.tzinfo for o in events.orders)
+    results = run_engine([events], rules, as_of, aware=aware)
+    empty = BalanceRow(customer_id, 0, 0, 0, 0, 0, 0, None, None, as_of)
+    return results.get(customer_id, LedgerResult([], [], empty))
 
 
-def movements(result: loyalty.LedgerResult) -> list[tuple[str, str, int, int]]:
+def movements(result: LedgerResult) -> list[tuple[str, str, int, int]]:
     return [(r.movement_type, str(r.occurred_at), r.points, r.balance_after) for r in result.ledger]
 
 
@@ -496,18 +520,25 @@ def test_aware_timestamps_are_converted_to_utc() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Invariants over random event streams (seeded; hypothesis is not in the venv)
+# Invariants over random event streams, and equality with the per-customer reference
 # --------------------------------------------------------------------------------------------
 
 LEVELS = ["ordinary", "silver", "gold", "platinum", "diamond", None]
 
 
-def random_customer(rng: np.random.Generator, customer_id: str) -> CustomerEvents:
-    """Events on a coarse time grid so that equal timestamps are frequent."""
+def random_customer(
+    rng: np.random.Generator, customer_id: str, adjustments: bool = False
+) -> CustomerEvents:
+    """Events on a coarse time grid so that equal timestamps are frequent; about one in four
+    at a random second of the day, so month-end clamps reorder expiries (Jan 30 23:00 and
+    Jan 31 10:00 both expire on Feb 28, the later one first)."""
     start = datetime(2022, 1, 1)
 
     def moment() -> datetime:
-        return start + timedelta(hours=12 * int(rng.integers(0, 2 * 365 * 4)))
+        at = start + timedelta(hours=12 * int(rng.integers(0, 2 * 365 * 4)))
+        if rng.random() < 0.25:
+            at = at.replace(hour=0) + timedelta(seconds=int(rng.integers(0, 86_400)))
+        return at
 
     orders = []
     for index in range(int(rng.integers(0, 14))):
@@ -523,8 +554,16 @@ def random_customer(rng: np.random.Generator, customer_id: str) -> CustomerEvent
         Redemption(f"{customer_id}-R{index}", moment(), int(rng.integers(-5, 700)))
         for index in range(int(rng.integers(0, 10)))
     ]
+    extra = []
+    if adjustments:
+        extra = [
+            Adjustment(f"{customer_id}-A{index}", moment(), int(rng.integers(-300, 300)) or 1)
+            for index in range(int(rng.integers(0, 4)))
+        ]
     birth_month = None if rng.random() < 0.2 else int(rng.integers(1, 13))
-    return CustomerEvents(customer_id, orders, redemptions, birth_month)
+    if customer_id.endswith(NO_BIRTH_ROW):  # the warehouse gets no birth-month row for them
+        birth_month = None
+    return CustomerEvents(customer_id, orders, redemptions, birth_month, extra)
 
 
 def valid_points_at(lots: list[tuple[datetime, datetime | None, int]], moment: datetime) -> int:
@@ -543,9 +582,30 @@ def test_invariants_over_random_event_streams(seed: int) -> None:
     rules = (
         RULES if seed != 3 else LoyaltyRules(Decimal("0.5"), Decimal(3), 6, RULES.level_multipliers)
     )
-    for number in range(150):
-        events = random_customer(rng, f"C{number:04d}")
-        result = compute_ledger(events, rules, as_of)
+    generated = [random_customer(rng, f"C{number:04d}") for number in range(150)]
+    results = run_engine(generated, rules, as_of)
+    shuffled_results = run_engine(
+        [
+            CustomerEvents(
+                events.customer_id,
+                random.Random(seed).sample(list(events.orders), len(events.orders)),
+                random.Random(seed).sample(list(events.redemptions), len(events.redemptions)),
+                events.birth_month,
+            )
+            for events in reversed(generated)
+        ],
+        rules,
+        as_of,
+    )
+    assert shuffled_results == results  # the input order does not matter
+    for events in generated:
+        # The set-based ledger is the per-customer reference, row for row.
+        reference = compute_ledger(events, rules, as_of)
+        if events.customer_id not in results:
+            assert reference.ledger == [] and reference.rejected_redemptions == []
+            continue
+        result = results[events.customer_id]
+        assert result == reference
         ledger, balance = result.ledger, result.balance
 
         # Balance = sum of ledger movements, and the running balance is never negative.
@@ -567,13 +627,6 @@ def test_invariants_over_random_event_streams(seed: int) -> None:
         assert all(r.occurred_at < as_of_end for r in ledger)
         assert [r.movement_seq for r in ledger] == list(range(1, len(ledger) + 1))
         assert len({r.movement_id for r in ledger}) == len(ledger)
-        shuffled = CustomerEvents(
-            events.customer_id,
-            random.Random(seed).sample(list(events.orders), len(events.orders)),
-            random.Random(seed).sample(list(events.redemptions), len(events.redemptions)),
-            events.birth_month,
-        )
-        assert compute_ledger(shuffled, rules, as_of) == result
 
         # Expired points are never available: at every redemption, and at the end of every
         # instant, the balance is covered by lots that are still valid at that moment.
@@ -609,19 +662,42 @@ def test_invariants_over_random_event_streams(seed: int) -> None:
                 assert row.points == -requested  # never clamped
 
 
+@pytest.mark.parametrize(
+    "rules",
+    [
+        LoyaltyRules(Decimal(1), Decimal(2), 12, RULES.level_multipliers, pending_days=14),
+        LoyaltyRules(Decimal("0.5"), Decimal(3), 6, RULES.level_multipliers, pending_days=30),
+        LoyaltyRules(Decimal(1), Decimal(2), 0, RULES.level_multipliers, pending_days=7),
+    ],
+    ids=["pending-14d", "pending-30d-6-months", "never-expire"],
+)
+def test_set_based_ledger_equals_the_per_customer_reference(rules: LoyaltyRules) -> None:
+    """With pending points and manual adjustments too, on 400 generated customers: the
+    set-based ledger (one pass of SQL and numpy for all) gives exactly the rows of the
+    per-customer state machine, customer by customer."""
+    rng = np.random.default_rng(rules.pending_days)
+    generated = [random_customer(rng, f"C{n:04d}", adjustments=True) for n in range(400)]
+    as_of = date(2025, 6, 30)
+    results = run_engine(generated, rules, as_of)
+    compared = 0
+    kinds: set[str] = set()
+    for events in generated:
+        reference = compute_ledger(events, rules, as_of)
+        if events.customer_id not in results:
+            assert reference.ledger == [] and reference.rejected_redemptions == []
+            continue
+        assert results[events.customer_id] == reference, events.customer_id
+        kinds |= {r.movement_type for r in reference.ledger}
+        compared += 1
+    assert compared > 350
+    assert kinds == {"earn", "redeem", "clawback", "expire", "adjust"} - (
+        {"expire"} if rules.points_expiry_months == 0 else set()
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Rules from the seeds
 # --------------------------------------------------------------------------------------------
-
-
-def load_seeds(con: duckdb.DuckDBPyConnection) -> None:
-    """What `dbt seed` produces for the two loyalty seeds (types inferred from the CSV)."""
-    con.execute("create schema if not exists seeds")
-    for name in ("loyalty_rules", "loyalty_level_multipliers"):
-        con.execute(
-            f"create or replace table seeds.{name} as select * from read_csv(?, header = true)",
-            [str(SEEDS_DIR / f"{name}.csv")],
-        )
 
 
 def test_load_rules_reads_the_seed_files(tmp_path: Path) -> None:
@@ -631,6 +707,8 @@ def test_load_rules_reads_the_seed_files(tmp_path: Path) -> None:
     assert rules.base_points_per_currency_unit == 1
     assert rules.birthday_month_multiplier == 2
     assert rules.points_expiry_months == 12
+    assert (rules.pending_days, rules.expiring_soon_days) == (14, 30)
+    assert rules.point_value == Decimal("0.01")
     assert rules.level_multipliers == {
         "ordinary": Decimal("1.0"),
         "silver": Decimal("1.25"),
@@ -654,232 +732,100 @@ def test_load_rules_explains_missing_seeds_and_rules(tmp_path: Path) -> None:
         )
         with pytest.raises(ValueError, match="level 'gold' is negative"):
             load_rules(con)
-
-
-# --------------------------------------------------------------------------------------------
-# Batch driver
-# --------------------------------------------------------------------------------------------
-
-LEDGER_ORDER = "order by customer_id, movement_seq"
-
-
-def make_warehouse(path: Path, customers: int = 120, seed: int = 7) -> list[CustomerEvents]:
-    """A DuckDB file with the seeds and the three upstream tables, in their contract's types."""
-    rng = np.random.default_rng(seed)
-    generated = [random_customer(rng, f"C{n:04d}") for n in range(customers)]
-    # Keep only valid statuses for the contract; some customers have no birth month row.
-    orders = [(e.customer_id, o) for e in generated for o in e.orders]
-    redemptions = [(e.customer_id, r) for e in generated for r in e.redemptions]
-    with duckdb.connect(str(path)) as con:
         load_seeds(con)
-        con.execute("create schema intermediate")
-        con.execute("create schema staging")
-        con.execute(
-            """
-            create table intermediate.int_orders_joined_to_membership_levels (
-                order_id varchar, customer_id varchar, ordered_at timestamp,
-                status_changed_at timestamp, amount decimal(18, 2), status varchar,
-                membership_level_at_order varchar
-            )
-            """
-        )
-        con.execute(
-            "create table intermediate.int_customer_birth_months "
-            "(customer_id varchar, birth_month integer)"
-        )
-        con.execute(
-            """
-            create table staging.stg_shop__redemptions (
-                redemption_id varchar, customer_id varchar, redeemed_at timestamp,
-                redeemed_date date, points bigint, source_file varchar, source_row bigint
-            )
-            """
-        )
-        con.execute(
-            "create table intermediate.int_as_of_date "
-            "(as_of_date date, as_of_date_source varchar, last_order_date date)"
-        )
-        con.execute(
-            "insert into intermediate.int_as_of_date values ('2025-06-30', 'requested', null)"
-        )
-        orders_table = pa.table(
-            {
-                "order_id": [o.order_id for _, o in orders],
-                "customer_id": [c for c, _ in orders],
-                "ordered_at": [o.ordered_at for _, o in orders],
-                "status_changed_at": [o.status_changed_at for _, o in orders],
-                "amount": pa.array([o.amount for _, o in orders], pa.decimal128(18, 2)),
-                "status": [o.status for _, o in orders],
-                "membership_level_at_order": [o.membership_level_at_order for _, o in orders],
-            }
-        )
-        redemptions_table = pa.table(
-            {
-                "redemption_id": [r.redemption_id for _, r in redemptions],
-                "customer_id": [c for c, _ in redemptions],
-                "redeemed_at": [r.redeemed_at for _, r in redemptions],
-                "points": pa.array([r.points for _, r in redemptions], pa.int64()),
-            }
-        )
-        births_table = pa.table(
-            {
-                "customer_id": [e.customer_id for e in generated if e.customer_id[-1] != "3"],
-                "birth_month": pa.array(
-                    [e.birth_month for e in generated if e.customer_id[-1] != "3"], pa.int32()
-                ),
-            }
-        )
-        con.register("orders_in", orders_table)
-        con.register("redemptions_in", redemptions_table)
-        con.register("births_in", births_table)
-        con.execute(
-            "insert into intermediate.int_orders_joined_to_membership_levels by name "
-            "select * from orders_in"
-        )
-        con.execute(
-            "insert into staging.stg_shop__redemptions by name select *, "
-            "cast(redeemed_at as date) as redeemed_date, 'redemptions.csv' as source_file, "
-            "row_number() over () as source_row from redemptions_in"
-        )
-        con.execute("insert into intermediate.int_customer_birth_months select * from births_in")
+        con.execute("update seeds.loyalty_rules set value = 400 where rule = 'pending_days'")
+        with pytest.raises(ValueError, match="pending_days \\(400\\) must be shorter"):
+            load_rules(con)
+
+
+# --------------------------------------------------------------------------------------------
+# The posting run as a whole
+# --------------------------------------------------------------------------------------------
+
+
+def generated_warehouse(path: Path, customers: int = 120, seed: int = 7) -> list[CustomerEvents]:
+    """A DuckDB file with the seeds and the upstream tables, as of 2025-06-30."""
+    rng = np.random.default_rng(seed)
+    generated = [random_customer(rng, f"C{n:04d}", adjustments=True) for n in range(customers)]
+    with duckdb.connect(str(path)) as con:
+        make_warehouse(con, generated, as_of=date(2025, 6, 30))
     return generated
 
 
 def read_outputs(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
     return {
-        "ledger": con.execute(
-            f"select * from marts.loyalty_points_ledger {LEDGER_ORDER}"
-        ).fetchall(),
-        "balances": con.execute(
-            "select * from marts.loyalty_balances order by customer_id"
-        ).fetchall(),
-        "rejects": con.execute(
-            "select * from marts.loyalty_redemption_rejects "
-            "order by customer_id, redeemed_at, redemption_id"
-        ).fetchall(),
+        table: con.execute(f"select * from {table} order by all").fetchall()
+        for table in (
+            loyalty.LEDGER_TABLE,
+            loyalty.BALANCES_TABLE,
+            loyalty.REJECTS_TABLE,
+            loyalty.DAILY_TABLE,
+        )
     }
 
 
-def test_batch_sizes_give_identical_tables_equal_to_the_pure_function(tmp_path: Path) -> None:
+def test_the_posted_tables_hold_the_reference_and_their_invariants(tmp_path: Path) -> None:
     path = tmp_path / "w.duckdb"
-    generated = make_warehouse(path)
+    generated = generated_warehouse(path)
     as_of = date(2025, 6, 30)
-    outputs = []
     with duckdb.connect(str(path)) as con:
-        for batch_size in (3, 7, 50_000):
-            report = build_loyalty_tables(con, as_of, batch_size=batch_size)
-            outputs.append(read_outputs(con))
-            assert report.ledger_rows == len(outputs[-1]["ledger"])
-            assert report.customers == len(outputs[-1]["balances"])
-            assert report.redemption_rejects == len(outputs[-1]["rejects"])
-        assert outputs[0] == outputs[1] == outputs[2]
-        assert report.batches == 1 and report.customers > 100
-        assert {"earn", "redeem", "clawback", "expire"} <= set(report.movement_counts)
-
-        # The batch driver writes exactly what the pure function computes, customer by customer.
-        birth = {
-            e.customer_id: (e.birth_month if e.customer_id[-1] != "3" else None) for e in generated
-        }
-        ledger, balances = [], []
+        rules = load_rules(con)  # the seeds: 14 pending days, 0.01 per point
+        report = post_ledger(con)  # as of intermediate.int_as_of_date
+        assert report.as_of_date == as_of
+        results = read_results(con)
+        assert report.entries_posted == len(
+            con.execute(f"select * from {loyalty.LEDGER_TABLE} {LEDGER_ORDER}").fetchall()
+        )
+        assert report.balances == len(results) > 100
+        assert {"earn", "redeem", "clawback", "expire", "adjust"} <= set(report.movement_counts)
         for events in generated:
-            if not events.orders and not events.redemptions:
-                continue
-            kept = CustomerEvents(
-                events.customer_id,
-                [o for o in events.orders if o.ordered_at.date() <= as_of],
-                [r for r in events.redemptions if r.redeemed_at.date() <= as_of],
-                birth[events.customer_id],
-            )
-            if not kept.orders and not kept.redemptions:
-                continue
-            result = compute_ledger(kept, RULES, as_of)
-            ledger += [tuple(row) for row in result.ledger]
-            balances.append(tuple(result.balance))
-        assert outputs[0]["ledger"] == ledger
-        assert outputs[0]["balances"] == balances
+            if events.customer_id in results:
+                assert results[events.customer_id] == compute_ledger(events, rules, as_of)
 
         # Table-level invariants, in SQL as a BI reader would check them.
         assert con.execute(
-            """
-            select count(*) from marts.loyalty_balances as b
+            f"""
+            select count(*) from {loyalty.BALANCES_TABLE} as b
             left join (
                 select customer_id, sum(points) as total
-                from marts.loyalty_points_ledger group by customer_id
+                from {loyalty.LEDGER_TABLE} group by customer_id
             ) as l using (customer_id)
             where b.points_balance <> coalesce(l.total, 0)
+                or b.points_balance <> b.points_available + b.points_pending
             """
         ).fetchone() == (0,)
         assert con.execute(
-            "select count(*) from marts.loyalty_points_ledger where balance_after < 0"
+            f"select count(*) from {loyalty.LEDGER_TABLE} where balance_after < 0"
         ).fetchone() == (0,)
         assert con.execute(
-            "select count(*) = count(distinct movement_id) from marts.loyalty_points_ledger"
+            f"select count(*) = count(distinct movement_id) from {loyalty.LEDGER_TABLE}"
         ).fetchone() == (True,)
         assert con.execute(
-            "select max(occurred_at) < timestamp '2025-07-01' from marts.loyalty_points_ledger"
+            f"select max(occurred_at) < timestamp '2025-07-01' from {loyalty.LEDGER_TABLE}"
         ).fetchone() == (True,)
 
 
-def test_as_of_date_defaults_to_int_as_of_date_and_recomputing_is_identical(tmp_path: Path) -> None:
-    path = tmp_path / "w.duckdb"
-    make_warehouse(path, customers=40)
-    with duckdb.connect(str(path)) as con:
-        report = build_loyalty_tables(con)
-        assert report.as_of_date == date(2025, 6, 30)
-        first = read_outputs(con)
-        build_loyalty_tables(con, date(2025, 6, 30), batch_size=3)
-        assert read_outputs(con) == first
-        assert {row[-1] for row in first["balances"]} == {date(2025, 6, 30)}
-
-        earlier = build_loyalty_tables(con, date(2023, 6, 30))
-        assert earlier.ledger_rows < report.ledger_rows
-        assert con.execute(
-            "select max(occurred_at) < timestamp '2023-07-01' from marts.loyalty_points_ledger"
-        ).fetchone() == (True,)
-
-
-def test_a_failure_leaves_the_previous_tables_intact(
+def test_a_failure_leaves_every_table_as_it_was(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "w.duckdb"
-    make_warehouse(path, customers=60)
+    generated_warehouse(path, customers=60)
     with duckdb.connect(str(path)) as con:
-        build_loyalty_tables(con, date(2025, 6, 30), batch_size=10)
+        post_ledger(con, date(2024, 6, 30))
         before = read_outputs(con)
 
-        real = loyalty.compute_ledger
+        def failing(*_args, **_kwargs):
+            raise RuntimeError("boom while settling")
 
-        def failing(events, rules, as_of_date):
-            if events.customer_id >= "C0040":
-                raise RuntimeError("boom in batch 5")
-            return real(events, rules, as_of_date)
-
-        monkeypatch.setattr(loyalty, "compute_ledger", failing)
+        monkeypatch.setattr(loyalty, "_settle", failing)
         with pytest.raises(RuntimeError, match="boom"):
-            build_loyalty_tables(con, date(2024, 6, 30), batch_size=10)
+            post_ledger(con, date(2025, 6, 30))
         assert read_outputs(con) == before
         leftovers = con.execute(
-            "select table_name from information_schema.tables "
-            "where table_name like '%\\_\\_new' escape '\\'"
+            "select table_name from information_schema.tables where table_name like '\\_lw\\_%' "
+            "escape '\\'"
         ).fetchall()
         assert leftovers == []
-
-
-def test_missing_upstream_tables_and_duplicate_orders_are_explained(tmp_path: Path) -> None:
-    path = tmp_path / "w.duckdb"
-    with duckdb.connect(str(path)) as con:
-        load_seeds(con)
-        with pytest.raises(LookupError, match="int_orders_joined_to_membership_levels.*dbt"):
-            build_loyalty_tables(con, date(2025, 6, 30))
-    path.unlink()
-    make_warehouse(path, customers=10)
-    with duckdb.connect(str(path)) as con:
-        con.execute(
-            "insert into intermediate.int_orders_joined_to_membership_levels "
-            "select * from intermediate.int_orders_joined_to_membership_levels limit 1"
-        )
-        with pytest.raises(ValueError, match="one row per order_id"):
-            build_loyalty_tables(con, date(2025, 6, 30))
 
 
 class FailOnStatement:
@@ -890,24 +836,69 @@ class FailOnStatement:
 
     def execute(self, query: str, *args):
         if self._needle in query:
-            raise duckdb.IOException(f"simulated failure on: {query}")
+            raise duckdb.IOException(f"simulated failure on: {query[:80]}")
         return self._con.execute(query, *args)
 
     def __getattr__(self, name: str):
         return getattr(self._con, name)
 
 
-def test_a_failure_during_the_swap_rolls_the_whole_swap_back(tmp_path: Path) -> None:
+def test_a_failure_in_the_last_write_rolls_the_whole_posting_back(tmp_path: Path) -> None:
     path = tmp_path / "w.duckdb"
-    make_warehouse(path, customers=30)
+    generated_warehouse(path, customers=30)
     with duckdb.connect(str(path)) as con:
-        build_loyalty_tables(con, date(2025, 6, 30))
+        post_ledger(con, date(2024, 1, 31))
         before = read_outputs(con)
-        # The ledger and balances are already swapped when renaming the rejects table fails.
-        proxy = FailOnStatement(con, "alter table marts.loyalty_redemption_rejects__new")
+        # The entries and refusals are written when the balances table fails.
+        proxy = FailOnStatement(con, f"create or replace table {loyalty.BALANCES_TABLE}")
         with pytest.raises(duckdb.IOException, match="simulated"):
-            build_loyalty_tables(proxy, date(2024, 1, 31))
+            post_ledger(proxy, date(2025, 6, 30))
         assert read_outputs(con) == before
-        assert con.execute(
-            "select count(*) from information_schema.tables where table_name like '%__new'"
-        ).fetchone() == (0,)
+        assert loyalty.read_horizon(con) == date(2024, 1, 31)
+
+
+def test_missing_upstream_tables_and_duplicate_orders_are_explained(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    with duckdb.connect(str(path)) as con:
+        load_seeds(con)
+        with pytest.raises(LookupError, match="int_orders_joined_to_membership_levels.*dbt"):
+            post_ledger(con, date(2025, 6, 30))
+    path.unlink()
+    generated_warehouse(path, customers=10)
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "insert into intermediate.int_orders_joined_to_membership_levels "
+            "select * from intermediate.int_orders_joined_to_membership_levels limit 1"
+        )
+        with pytest.raises(ValueError, match="appears twice"):
+            post_ledger(con, date(2025, 6, 30))
+
+
+def test_rebuild_is_the_full_recompute_and_rewrites_the_past(tmp_path: Path) -> None:
+    """rebuild_ledger drops the posted tables and posts one window up to the date: the path
+    for a new installation or a rule change that must reach history (never the daily run)."""
+    path = tmp_path / "w.duckdb"
+    generated = generated_warehouse(path, customers=40)
+    as_of = date(2025, 6, 30)
+    with duckdb.connect(str(path)) as con:
+        post_ledger(con, as_of)
+        once = read_outputs(con)
+        report = rebuild_ledger(con, as_of)
+        assert report.window_start is None and report.days_posted > 365
+        assert read_outputs(con) == once
+        rules = load_rules(con)
+        doubled = LoyaltyRules(
+            base_points_per_currency_unit=Decimal(2),
+            birthday_month_multiplier=rules.birthday_month_multiplier,
+            points_expiry_months=rules.points_expiry_months,
+            level_multipliers=rules.level_multipliers,
+            pending_days=rules.pending_days,
+            expiring_soon_days=rules.expiring_soon_days,
+            point_value=rules.point_value,
+        )
+        rebuild_ledger(con, as_of, doubled)
+        assert read_outputs(con) != once
+        results = read_results(con)
+        for events in generated:
+            if events.customer_id in results:
+                assert results[events.customer_id] == compute_ledger(events, doubled, as_of)

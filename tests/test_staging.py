@@ -13,8 +13,8 @@ import pytest
 from .conftest import FIXTURES, STAGING_SELECTION, STAGING_SPLITS, build_warehouse, dbt_env, run_dbt
 
 
-def _expected_reasons() -> dict[int, str]:
-    with open(FIXTURES / "quarantine" / "orders.csv", newline="") as handle:
+def _expected_reasons(source: str = "orders") -> dict[int, str]:
+    with open(FIXTURES / "quarantine" / f"{source}.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     return {i + 1: row["expected_reason"] for i, row in enumerate(rows)}
 
@@ -25,6 +25,29 @@ def test_every_bad_order_row_has_its_reason(quarantine_warehouse):
         quarantine_warehouse.query("select source_row, reject_reason from staging.order_rejects")
     )
     assert actual == expected
+
+
+def test_every_bad_point_adjustment_row_has_its_reason(quarantine_warehouse):
+    """Manual adjustments: an id, a customer, a time, whole non-zero points within the var and a
+    reason code from seeds/point_adjustment_reasons.csv, else a queryable reject."""
+    expected = {
+        row: reason for row, reason in _expected_reasons("point_adjustments").items() if reason
+    }
+    actual = dict(
+        quarantine_warehouse.query(
+            "select source_row, reject_reason from staging.point_adjustment_rejects"
+        )
+    )
+    assert actual == expected
+    accepted = quarantine_warehouse.query(
+        "select adjustment_id, customer_id, points, reason, adjusted_at "
+        "from staging.stg_shop__point_adjustments order by adjustment_id"
+    )
+    assert accepted == [
+        ("A01", "c1", 50, "goodwill", datetime(2025, 1, 10, 10, 0)),
+        ("A02", "c1", -20, "correction", datetime(2025, 1, 11, 2, 0)),  # +08:00 → UTC
+        ("A03", "c2", 30, "goodwill", datetime(2025, 1, 12, 10, 0)),  # code trimmed, lowered
+    ]
 
 
 def test_good_rows_are_accepted_and_standardized(quarantine_warehouse):
@@ -49,7 +72,11 @@ def test_raw_rows_equal_accepted_plus_rejected_for_every_source(quarantine_wareh
         raw = quarantine_warehouse.scalar(f"select count(*) from raw.{source}")
         ok = quarantine_warehouse.scalar(f"select count(*) from staging.{accepted}")
         bad = quarantine_warehouse.scalar(f"select count(*) from staging.{rejected}")
-        old = quarantine_warehouse.scalar(f"select count(*) from staging.{superseded}")
+        old = (
+            quarantine_warehouse.scalar(f"select count(*) from staging.{superseded}")
+            if superseded
+            else 0
+        )
         # one export per source: no later delivery supersedes anything
         assert (raw, old) == (ok + bad, 0), source
     # and dbt's own singular test ran in the build

@@ -1,17 +1,20 @@
 {#-
-    Every order placed by the as-of date with the membership level its customer held just
-    before it: the highest level of seeds/tiers/membership_levels.csv whose min_spend_12m and
-    min_orders_12m are met by the customer's completed orders placed strictly before this order
-    (earlier ordered_at; same timestamp: smaller order_id) that still count on this order's day
-    (an order counts until the day before the same day `membership_window_months` later).
+    Every order placed by the as-of date with the membership level its customer held at the
+    moment of the order, from what was known at that moment: the highest level of
+    seeds/tiers/membership_levels.csv whose min_spend_12m and min_orders_12m are met by the
+    customer's orders placed strictly before this order (earlier ordered_at; same timestamp:
+    smaller order_id) that still count at this order's time. An order counts from its
+    ordered_at until the day before the same day `membership_window_months` later, or until it
+    was cancelled or refunded (status_changed_at), whichever comes first; one cancelled without
+    a status time never counts. So a refund recorded after an order does not change that
+    order's level: the loyalty points it earned are posted once and stay (customer_warehouse/
+    loyalty.py). The level of an order is therefore the same at every as-of date after it.
     The downgrade grace period is NOT applied here (docs/tiers.md): the loyalty points asset
     uses this level for its earning multiplier, where the simpler rule is the documented one.
-    Statuses are as of the as-of date (int_orders_filtered_to_as_of_date): a refunded or
-    cancelled order never counts toward a later order's level.
 
-    How: each completed order adds its amount on its timestamp and takes it back at midnight of
-    the day it stops counting; a running sum over these events (in time order, take-backs first
-    at equal times) just before an order's own event is the balance that order sees.
+    How: each counting order adds its amount at its ordered_at and takes it back when it stops
+    counting; a running sum over these events (in time order, take-backs first at equal times)
+    just before an order's own event is the balance that order sees.
     Incremental like int_orders_aggregated_to_customer_days: a customer's rows depend on that
     customer's orders only.
 -#}
@@ -53,31 +56,52 @@ settings as (
     from tier_settings
 ),
 
+flagged_orders as (
+    {#- A cancelled or refunded order counted from its ordered_at until its status change. -#}
+    select
+        orders.customer_id,
+        orders.order_id,
+        orders.ordered_at,
+        orders.amount,
+        orders.status_changed_at,
+        orders.is_purchase
+        or (
+            orders.status_changed_at is not null
+            and orders.status_changed_at > orders.ordered_at
+        ) as is_counting,
+        cast(
+            {{ cw_add_months('orders.ordered_date', 'settings.window_months') }}
+            as {{ dbt.type_timestamp() }}
+        ) as window_end_at
+    from orders
+    cross join settings
+),
+
 events as (
     select
         customer_id,
         order_id,
         ordered_at as event_at,
         1 as event_order,
-        case when is_purchase then amount else 0 end as spend_change,
-        case when is_purchase then 1 else 0 end as orders_change,
+        case when is_counting then amount else 0 end as spend_change,
+        case when is_counting then 1 else 0 end as orders_change,
         true as is_order_event
-    from orders
+    from flagged_orders
     union all
     select
-        orders.customer_id,
-        orders.order_id,
-        cast(
-            {{ cw_add_months('orders.ordered_date', 'settings.window_months') }}
-            as {{ dbt.type_timestamp() }}
-        ) as event_at,
+        customer_id,
+        order_id,
+        case
+            when status_changed_at is not null and status_changed_at < window_end_at
+                then status_changed_at
+            else window_end_at
+        end as event_at,
         0 as event_order,
-        -orders.amount as spend_change,
+        -amount as spend_change,
         -1 as orders_change,
         false as is_order_event
-    from orders
-    cross join settings
-    where orders.is_purchase
+    from flagged_orders
+    where is_counting
 ),
 
 balances_before as (

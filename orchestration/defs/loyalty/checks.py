@@ -1,13 +1,17 @@
 """The loyalty invariants as blocking asset checks, evaluated on the tables just written.
 
 They restate, in SQL over the stored tables, what ``customer_warehouse.loyalty`` guarantees
-and its unit tests prove on single customers: here they guard the whole table after every run
-(a batching bug or a bad input would show here first).
+and its tests prove: here they guard the tables after every run (a bad input or a bug in a
+new window would show here first).
 
-* ``balance_equals_ledger_sum``: every customer's balance is the sum of their movements, and
-  every customer with movements has a balance row.
-* ``no_negative_balance``: the running balance (movements in ``movement_seq`` order) never
-  drops below zero and matches the stored ``balance_after``; no balance is negative.
+* ``balance_equals_ledger_sum``: every customer's balance is the sum of their entries up to
+  the balances' as-of date, and every customer with such entries has a balance row.
+* ``no_negative_balance``: the running balance (entries in ``movement_seq`` order) never drops
+  below zero and matches the stored ``balance_after``; ``movement_id`` is unique. Checked for
+  the customers the last run posted to (their whole history): the ledger is append-only, so
+  the other customers' entries are the ones an earlier run checked.
+* ``liability_matches_ledger``: every day of ``loyalty_liability_daily`` the last run
+  appended holds the sum of the ledger's entries up to the end of that day.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from orchestration.defs.metadata import markdown_table, scalar, table_key
 
 BALANCES_KEY = table_key(loyalty.BALANCES_TABLE)
 LEDGER_KEY = table_key(loyalty.LEDGER_TABLE)
+DAILY_KEY = table_key(loyalty.DAILY_TABLE)
 EXAMPLES = 5
 
 LOYALTY_CHECK_SPECS = [
@@ -27,22 +32,34 @@ LOYALTY_CHECK_SPECS = [
         "balance_equals_ledger_sum",
         asset=BALANCES_KEY,
         additional_deps=[LEDGER_KEY],
-        description="points_balance = sum(points) of the customer's ledger movements.",
+        description="points_balance = sum(points) of the customer's entries up to the as-of date.",
         blocking=True,
     ),
     dg.AssetCheckSpec(
         "no_negative_balance",
         asset=LEDGER_KEY,
         additional_deps=[BALANCES_KEY],
-        description="The running balance never goes below zero and matches balance_after.",
+        description="The running balance never goes below zero and matches balance_after; "
+        "movement_id is unique.",
+        blocking=True,
+    ),
+    dg.AssetCheckSpec(
+        "liability_matches_ledger",
+        asset=DAILY_KEY,
+        additional_deps=[LEDGER_KEY],
+        description="points_outstanding of each posted day = sum(points) of the entries up to it.",
         blocking=True,
     ),
 ]
 
 _BALANCE_MISMATCHES = f"""
-    with ledger as (
+    with as_of as (
+        select max(as_of_date) as as_of_date from {loyalty.BALANCES_TABLE}
+    ),
+    ledger as (
         select customer_id, sum(points) as ledger_points
         from {loyalty.LEDGER_TABLE}
+        where occurred_at < (select as_of_date + interval 1 day from as_of)
         group by customer_id
     )
     select
@@ -57,25 +74,52 @@ _BALANCE_MISMATCHES = f"""
 """
 
 _NEGATIVE_RUNNING_BALANCES = f"""
-    with running as (
+    with last_posted as (
+        select distinct customer_id from {loyalty.LEDGER_TABLE}
+        where posted_as_of = (select max(posted_as_of) from {loyalty.LEDGER_TABLE})
+    ),
+    running as (
         select
             customer_id,
+            movement_id,
             movement_seq,
             balance_after,
             sum(points) over (
                 partition by customer_id order by movement_seq
                 rows between unbounded preceding and current row
-            ) as running_balance
+            ) as running_balance,
+            count(*) over (partition by movement_id) as copies
         from {loyalty.LEDGER_TABLE}
+        where customer_id in (select customer_id from last_posted)
     )
     select customer_id, movement_seq, running_balance, balance_after
     from running
-    where running_balance < 0 or running_balance <> balance_after
+    where running_balance < 0 or running_balance <> balance_after or copies > 1
     union all
     select customer_id, null, points_balance, null
     from {loyalty.BALANCES_TABLE}
     where points_balance < 0
     order by 1, 2
+"""
+
+_LIABILITY_MISMATCHES = f"""
+    with days as (
+        select day, points_outstanding from {loyalty.DAILY_TABLE}
+        where posted_as_of = (select max(posted_as_of) from {loyalty.DAILY_TABLE})
+    ),
+    flows as (
+        select cast(occurred_at as date) as day, sum(points) as points
+        from {loyalty.LEDGER_TABLE}
+        group by 1
+    ),
+    running as (
+        select day, sum(points) over (order by day) as outstanding from flows
+    )
+    select days.day, days.points_outstanding, coalesce(running.outstanding, 0) as ledger_sum
+    from days
+    asof left join running on days.day >= running.day
+    where days.points_outstanding <> coalesce(running.outstanding, 0)
+    order by 1
 """
 
 
@@ -104,4 +148,5 @@ def evaluate_loyalty_checks(con: duckdb.DuckDBPyConnection) -> list[dg.AssetChec
     return [
         _result("balance_equals_ledger_sum", BALANCES_KEY, *_violations(con, _BALANCE_MISMATCHES)),
         _result("no_negative_balance", LEDGER_KEY, *_violations(con, _NEGATIVE_RUNNING_BALANCES)),
+        _result("liability_matches_ledger", DAILY_KEY, *_violations(con, _LIABILITY_MISMATCHES)),
     ]

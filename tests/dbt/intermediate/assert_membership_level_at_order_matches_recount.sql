@@ -1,7 +1,8 @@
 {#-
     int_orders_joined_to_membership_levels computes each order's level with a running sum; this
     recounts the 12-month spend and orders before each order with a plain self-join and checks
-    that both give the same level. A second, independent implementation of the rule.
+    that both give the same level. A second, independent implementation of the rule: an earlier
+    order counts when it is a purchase, or was cancelled/refunded only after this order.
 -#}
 with
 
@@ -37,7 +38,7 @@ recounted as (
     cross join settings
     left join orders as earlier
         on this_order.customer_id = earlier.customer_id
-            and earlier.is_purchase
+            and (earlier.is_purchase or this_order.ordered_at < earlier.status_changed_at)
             and (
                 this_order.ordered_at > earlier.ordered_at
                 or (

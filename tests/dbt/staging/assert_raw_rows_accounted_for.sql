@@ -6,6 +6,7 @@
     ('order_items', 'stg_shop__order_items', 'order_item_rejects', 'superseded_order_items'),
     ('products', 'stg_shop__products', 'product_rejects', 'superseded_products'),
     ('redemptions', 'stg_shop__redemptions', 'redemption_rejects', 'superseded_redemptions'),
+    ('point_adjustments', 'stg_shop__point_adjustments', 'point_adjustment_rejects', none),
 ] %}
 
 with
@@ -17,7 +18,8 @@ counts as (
             (select count(*) from {{ source('shop', source_name) }}) as raw_rows,
             (select count(*) from {{ ref(accepted) }}) as accepted_rows,
             (select count(*) from {{ ref(rejected) }}) as rejected_rows,
-            (select count(*) from {{ ref(superseded) }}) as superseded_rows
+            {% if superseded %}(select count(*) from {{ ref(superseded) }}){% else %}0{% endif %}
+                as superseded_rows
         {% if not loop.last %}union all{% endif %}
     {% endfor %}
 ),

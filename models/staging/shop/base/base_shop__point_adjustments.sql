@@ -1,0 +1,94 @@
+{#-
+    Every raw point adjustment row, typed, with the reason it cannot be trusted (null when it
+    can). Adjustments are entered by hand, so each needs its own id (the ledger entry
+    `adjust:<adjustment_id>` is keyed by it, and a re-export must not post it twice) and a
+    reason code from seeds/point_adjustment_reasons.csv (a code, not free text: the reason
+    travels into marts.loyalty_points_ledger, which must hold no personal data). Whether the
+    customer had the points to take is decided by the loyalty asset, not here.
+    A plain table rebuilt each run, not incremental like the other base models: the file is
+    short and typed by hand. With deliveries (point_adjustments/<date>.csv), every delivered
+    row counts; the same adjustment_id delivered twice with the same content is an
+    exact_duplicate, with other content a conflicting_duplicate (never a silent overwrite of
+    points already posted).
+-#}
+{{ config(materialized='table') }}
+{%- set raw_columns = ['adjustment_id', 'customer_id', 'points', 'reason', 'adjusted_at'] -%}
+{%- set earliest = "cast('" ~ var('earliest_plausible_date') ~ "' as timestamp)" -%}
+
+with
+
+source as (
+    select * from {{ source('shop', 'point_adjustments') }}
+),
+
+reasons as (
+    select * from {{ ref('point_adjustment_reasons') }}
+),
+
+typed as (
+    select
+        _source_file as source_file,
+        _source_row as source_row,
+        _load_error as load_error,
+        _raw_line as raw_line,
+        adjustment_id as raw_adjustment_id,
+        customer_id as raw_customer_id,
+        points as raw_points,
+        reason as raw_reason,
+        adjusted_at as raw_adjusted_at,
+        {{ blank_to_null('adjustment_id') }} as adjustment_id,
+        {{ blank_to_null('customer_id') }} as customer_id,
+        {{ parse_whole_number(blank_to_null('points')) }} as points,
+        lower({{ blank_to_null('reason') }}) as reason,
+        {{ parse_timestamp_utc(blank_to_null('adjusted_at')) }} as adjusted_at,
+        {{ field_problem(raw_columns) }} as field_problem,
+        concat_ws(
+            '|',
+            coalesce(customer_id, ''),
+            coalesce(points, ''),
+            coalesce(reason, ''),
+            coalesce(adjusted_at, '')
+        ) as row_content
+    from source
+),
+
+duplicates_marked as (
+    select
+        typed.*,
+        reasons.reason is not null as is_known_reason,
+        row_number() over (
+            partition by typed.adjustment_id, typed.row_content
+            order by typed.source_file, typed.source_row
+        ) as copy_number,
+        min(typed.row_content) over (partition by typed.adjustment_id)
+        <> max(typed.row_content) over (partition by typed.adjustment_id)
+            as has_conflicting_versions
+    from typed
+    left join reasons
+        on typed.reason = reasons.reason
+),
+
+final as (
+    select
+        *,
+        case
+            when load_error is not null then 'malformed_row'
+            when field_problem is not null then field_problem
+            when adjustment_id is null then 'missing_adjustment_id'
+            when has_conflicting_versions then 'conflicting_duplicate'
+            when copy_number > 1 then 'exact_duplicate'
+            when customer_id is null then 'missing_customer_id'
+            when {{ blank_to_null('raw_adjusted_at') }} is null then 'missing_adjusted_at'
+            when adjusted_at is null then 'unparseable_adjusted_at'
+            when adjusted_at > {{ run_started_utc() }} then 'future_adjusted_at'
+            when adjusted_at < {{ earliest }} then 'implausible_adjusted_at'
+            when points is null then 'unparseable_points'
+            when points = 0 then 'zero_points'
+            when abs(points) > {{ var('max_adjustment_points') }} then 'absurd_points'
+            when reason is null then 'missing_reason'
+            when not is_known_reason then 'unknown_reason'
+        end as reject_reason
+    from duplicates_marked
+)
+
+select * from final
