@@ -15,8 +15,8 @@ DAILY_CRON = "0 6 * * *"
 full_refresh = dg.define_asset_job(
     name="full_refresh",
     selection=dg.AssetSelection.all(),
-    description="Materialize the whole warehouse: raw files and surveys, dbt seeds, models, "
-    "snapshots and tests, loyalty points, predictions.",
+    description="Materialize the whole warehouse: raw files and surveys, dbt seeds, models "
+    "and tests, the tier history of the as-of date, loyalty points, predictions.",
     tags={"warehouse/refresh": "full"},
 )
 
