@@ -221,8 +221,9 @@ def build_report(con: duckdb.DuckDBPyConnection, out_path: Path) -> Path:
     if movements is None:
         parts.append(
             "<p>No transitions yet: the history has one as-of date. Run "
-            "<code>python -m customer_warehouse.backfill --start YYYY-MM-DD</code> to replay "
-            "past dates.</p>"
+            "<code>make backfill BACKFILL_START=YYYY-MM-DD BACKFILL_END=YYYY-MM-DD</code> (or "
+            "backfill the partitions of <code>marts/customer_tier_history</code> in the Dagster "
+            "UI) to compute past dates.</p>"
         )
     else:
         parts.append(f"<img alt='movements' src='data:image/png;base64,{movements}'>")

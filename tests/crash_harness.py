@@ -43,6 +43,7 @@ KILL_POINTS: dict[str, str] = {
     "predictions": "customer_predictions",
     "loyalty": "loyalty_points",
     "backtest": "marts__prediction_backtest",
+    "tier history": "tier_history",
     "tier report": "reports__tier_report",
     "publishing": "serving",
 }
@@ -69,17 +70,6 @@ RUN_DEPENDENT_COLUMNS: dict[str, dict[str, str]] = {
     "marts.customer_tiers": {
         "computed_at": "the as-of date at the time of day the dbt run started "
         "(macros/tiers/tiers_computed_at.sql)"
-    },
-    "snapshots.customer_tiers_snapshot": {
-        column: "computed_at of the run that started the version: a version a killed run "
-        "already recorded is kept by the rerun (nothing changed), with its time"
-        for column in (
-            "computed_at",
-            "dbt_scd_id",
-            "dbt_updated_at",
-            "dbt_valid_from",
-            "dbt_valid_to",
-        )
     },
 }
 

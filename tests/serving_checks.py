@@ -10,7 +10,7 @@ import duckdb
 
 from customer_warehouse import serving
 
-PUBLISHABLE_SCHEMAS = {"marts", "seeds", "snapshots"}
+PUBLISHABLE_SCHEMAS = {"marts", "seeds"}
 
 
 def assert_nothing_personal(version_dir: Path) -> None:

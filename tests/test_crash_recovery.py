@@ -440,6 +440,7 @@ KILL_DELAYS = {
     "customer_predictions": 6.0,
     "loyalty_points": 0.2,
     "marts__prediction_backtest": 1.0,
+    "tier_history": 6.0,  # a dbt subprocess: start-up, then the incremental delete+insert
     "reports__tier_report": 0.0,
 }
 

@@ -33,7 +33,6 @@ def test_sqlfluff(tmp_path):
             "models",
             "macros",
             "tests/dbt",
-            "snapshots",
             "--disable-progress-bar",
         ],
         CW_WAREHOUSE_PATH=str(tmp_path / "lint.duckdb"),

@@ -50,8 +50,8 @@ from .serving_checks import assert_nothing_personal, content_mismatches, persona
 
 DEMO_CUSTOMERS = 1000
 DEMO_DIRTY_RATE = 0.01
-LAYERS = {"raw", "seeds", "staging", "intermediate", "marts", "snapshots", "reports", "exports",
-          "serving", "privacy"}  # fmt: skip
+LAYERS = {"raw", "seeds", "staging", "intermediate", "marts", "reports", "exports", "serving",
+          "privacy"}  # fmt: skip
 PREDICTION_TABLES = ("marts.customer_predictions", "marts.clv_model_params")
 SURVEY_UNIQUE_TEST = "unique_stg_surveys__responses_response_id"
 
@@ -120,7 +120,17 @@ def test_graph_is_one_connected_picture(defs):
     assert graph.get(key("staging/stg_shop__orders")).group_name == "staging"
     assert graph.get(key("seeds/membership_levels")).group_name == "seeds"
     assert graph.get(key("marts/customer_tiers")).group_name == "marts"
-    assert graph.get(key("snapshots/customer_tiers_snapshot")).group_name == "snapshots"
+    # The tier history: date-partitioned, a backfill of a range is one run; the SCD2 view and
+    # the transitions come after it (docs/tiers.md).
+    history = graph.get(key("marts/customer_tier_history"))
+    assert history.group_name == "marts"
+    assert isinstance(history.partitions_def, dg.DailyPartitionsDefinition)
+    assert history.backfill_policy == dg.BackfillPolicy.single_run()
+    assert key("marts/customer_tiers") in history.parent_keys
+    assert key("raw/orders") in history.parent_keys  # a backfill rebuilds from the raw tables
+    for derived in ("marts/customer_tiers_history", "marts/customer_tier_transitions"):
+        assert graph.get(key(derived)).parent_keys == {history.key}
+        assert graph.get(key(derived)).partitions_def is None
 
 
 def test_dbt_tests_are_checks_and_error_tests_block(defs):
@@ -148,6 +158,8 @@ def test_every_writer_is_in_the_pool_and_retries_only_locks(defs):
         "customer_predictions",
         "marts__prediction_backtest",
         "reports__tier_report",
+        "tier_history",
+        "tier_history_derived",
     } <= set(writers)
     for name, assets_def in writers.items():
         assert assets_def.node_def.pool == WRITER_POOL, name
@@ -204,6 +216,11 @@ def test_daily_refresh_schedule_materializes_everything(defs):
     graph = defs.resolve_asset_graph()
     job = defs.resolve_job_def("full_refresh")
     assert job.asset_layer.selected_asset_keys == graph.get_all_asset_keys()
+    # The history is partitioned, the daily run is not: the tick asks for no partition (the
+    # history step then adds the run's as-of date), and one dbt step builds the marts.
+    [request] = schedule.evaluate_tick(dg.build_schedule_context()).run_requests
+    assert request.partition_key is None
+    assert sum(name.startswith("dbt_models") for name in job.graph.node_dict) == 1
 
 
 def test_dagster_yaml_template_limits_the_writer_pool_to_one(tmp_path):
@@ -413,6 +430,17 @@ def test_full_graph_row_counts(full_build, demo_dir):
         )
         customers = count("staging.stg_shop__customers")
         assert count("marts.customer_tiers") >= customers * 0.9
+        # The daily run wrote its as-of date into the tier history, recorded as that partition.
+        as_of = metadata[key("marts/customer_tiers")]["as_of_date"].value
+        assert con.execute(
+            "select as_of_date::varchar, count(*) from marts.customer_tier_history group by 1"
+        ).fetchall() == [(as_of, count("marts.customer_tiers"))]
+        history_partitions = {
+            event.partition
+            for event in result.get_asset_materialization_events()
+            if event.asset_key == key("marts/customer_tier_history")
+        }
+        assert history_partitions == {None, as_of}
         assert count("marts.loyalty_balances") > 0
         assert count("marts.loyalty_points_ledger") > count("marts.loyalty_balances")
         buyers = count("marts.customer_features where has_purchased")
@@ -436,14 +464,16 @@ def test_full_graph_row_counts(full_build, demo_dir):
 @pytest.mark.slow
 def test_the_full_build_publishes_what_it_built_and_nothing_personal(defs, full_build, demo_dir):
     """The job's last step published the serving copy beside the warehouse: after every table
-    it publishes (all marts, Python ones included, seeds, the snapshot), with exactly the
-    warehouse's content, no personal column or schema and no e-mail or phone of the input."""
+    it publishes (all marts, Python ones included, but the per-date tier history; seeds), with
+    exactly the warehouse's content, no personal column or schema and no e-mail or phone of the
+    input."""
     result, warehouse = full_build
     out = warehouse.parent / "serving"
     graph = defs.resolve_asset_graph()
-    published_layers = {"marts", "seeds", "snapshots"}
+    published_layers = {"marts", "seeds"}
+    history = key("marts/customer_tier_history")  # not published: BI gets its SCD2 view
     assert graph.get(key("serving")).parent_keys == {
-        k for k in graph.get_all_asset_keys() if k.path[0] in published_layers
+        k for k in graph.get_all_asset_keys() if k.path[0] in published_layers and k != history
     }
     meta = materialized(result)[key("serving")]
     assert meta["version_id"].value == serving.current_version(out)
@@ -661,7 +691,7 @@ def content_fingerprints(warehouse: Path) -> dict[str, tuple]:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         tables = con.execute(
             "select table_schema || '.' || table_name from information_schema.tables "
-            "where table_schema in ('raw', 'staging', 'intermediate', 'marts', 'snapshots') "
+            "where table_schema in ('raw', 'staging', 'intermediate', 'marts') "
             "and table_type = 'BASE TABLE' order by 1"
         ).fetchall()
         out = {}
@@ -679,12 +709,13 @@ def content_fingerprints(warehouse: Path) -> dict[str, tuple]:
 @pytest.mark.slow
 def test_running_the_job_twice_gives_the_same_tables(defs, full_build, demo_dir, tmp_path):
     """Reruns are idempotent: the same raw files and as-of date give the same content in every
-    table (the snapshot gets no new versions; only run timestamps differ)."""
+    table (the tier history's rows of the as-of date are replaced by the same rows; only run
+    timestamps differ)."""
     _result, built = full_build
     warehouse = tmp_path / "warehouse.duckdb"
     shutil.copy(built, warehouse)
     before = content_fingerprints(warehouse)
-    assert "marts.customer_tiers" in before and "snapshots.customer_tiers_snapshot" in before
+    assert "marts.customer_tiers" in before and "marts.customer_tier_history" in before
 
     result = run_job(defs, demo_dir, warehouse)
 

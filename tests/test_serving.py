@@ -101,9 +101,16 @@ def make_warehouse(path: Path, customers: int = 10, *, descending: bool = False)
             "create table seeds.value_tier_rules as "
             "select * from (values ('high_value', 1000), ('mid_value', 100)) t(value_tier, floor)"
         )
+        # The SCD2 tier history is a view: published like a table.
+        con.execute(
+            "create view marts.customer_tiers_history as select customer_id, value_tier, "
+            "date '2025-06-30' as valid_from, null::date as valid_to from marts.customer_tiers"
+        )
+        # The dbt snapshot of an installation from before the tier history: left in place by
+        # the upgrade, never published again (no rule names its schema).
         con.execute(
             "create table snapshots.customer_tiers_snapshot as select customer_id, value_tier, "
-            "timestamp '2025-06-30 00:00:00' as dbt_valid_from from marts.customer_tiers"
+            "md5(customer_id) as dbt_scd_id from marts.customer_tiers"
         )
     return path
 
@@ -121,18 +128,17 @@ def warehouse(tmp_path) -> Path:
 def test_the_rules_publish_marts_seeds_and_history_never_raw_staging_or_intermediate():
     rules = serving.load_rules()
     for table in ("marts.customer_tiers", "marts.loyalty_balances", "seeds.membership_levels",
-                  "snapshots.customer_tiers_snapshot"):  # fmt: skip
+                  "marts.customer_tiers_history", "marts.customer_tier_transitions"):  # fmt: skip
         assert rules.publishes(table), table
+    # The tier history per as-of date grows every day: BI gets its versions and changes.
     for table in ("raw.orders", "staging.stg_shop__customers", "intermediate.int_as_of_date",
-                  "main.anything", "manifest.tables"):  # fmt: skip
+                  "main.anything", "manifest.tables", "marts.customer_tier_history",
+                  "snapshots.customer_tiers_snapshot"):  # fmt: skip
         assert not rules.publishes(table), table
     # Customer ids and the hashes derived from them are published as keyed pseudonyms.
     assert rules.pseudonym_columns("marts.customer_tiers") == {"customer_id"}
     assert rules.pseudonym_columns("marts.crm_reminders") == {"customer_id", "reminder_id"}
-    assert rules.pseudonym_columns("snapshots.customer_tiers_snapshot") == {
-        "customer_id",
-        "dbt_scd_id",
-    }
+    assert rules.pseudonym_columns("marts.customer_tiers_history") == {"customer_id"}
     assert rules.pseudonym_columns("seeds.membership_levels") == set()
     assert rules.excluded_columns("marts.customer_tiers") == {}
     assert all(rule.why for rule in rules.rules)
@@ -226,7 +232,7 @@ def test_publish_writes_a_complete_version_and_makes_it_current(warehouse, tmp_p
         "marts.tier_summary",
         "marts.crm_reminders",
         "seeds.value_tier_rules",
-        "snapshots.customer_tiers_snapshot",
+        "marts.customer_tiers_history",
     }
     crm = manifest["tables"]["marts.crm_reminders"]
     assert crm["columns"] == ["customer_key", "list_name", "reminder_key"]
@@ -433,11 +439,13 @@ def test_sqlalchemy_reads_the_current_version_read_only(warehouse, tmp_path):
         with engine.connect() as conn:
             inspector = sa.inspect(conn)
             schemas = {name.split(".")[-1] for name in inspector.get_schema_names()}
-            assert {"marts", "seeds", "snapshots", "manifest"} <= schemas
+            assert {"marts", "seeds", "manifest"} <= schemas
+            assert "snapshots" not in schemas  # the old dbt snapshot is not published
             assert not schemas & NEVER
             assert set(inspector.get_table_names(schema="marts")) == {
                 "crm_reminders",
                 "customer_tiers",
+                "customer_tiers_history",
                 "tier_summary",
             }
             columns = {

@@ -238,7 +238,7 @@ def _copy_project(target: Path) -> Path:
     target.mkdir(parents=True)
     for name in ["dbt_project.yml", "profiles.yml"]:
         shutil.copy2(PROJECT_DIR / name, target / name)
-    for folder in ["models", "macros", "seeds", "snapshots", "tests/dbt"]:
+    for folder in ["models", "macros", "seeds", "tests/dbt"]:
         if (PROJECT_DIR / folder).exists():
             shutil.copytree(PROJECT_DIR / folder, target / folder)
     return target

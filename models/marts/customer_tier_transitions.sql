@@ -1,33 +1,22 @@
 {#-
-    Every change of a customer's value tier, lifecycle stage or membership level, from the
-    snapshot customer_tiers_snapshot (SCD2). One row per customer, dimension and as-of date on
-    which the value differs from the previous as-of date the customer was snapshotted on.
-    - When several runs computed the same as-of date, the last one counts (the earlier
-      versions of that date were corrections, not movements).
+    Every change of a customer's value tier, lifecycle stage or membership level, from the tier
+    history customer_tier_history: one row per customer, dimension and as-of date on which the
+    value differs from the customer's previous recorded as-of date. Derived with window
+    functions over the dates, so the order in which the dates were computed does not matter.
     - A first appearance is not a transition, nor is a customer's first value tier (it comes
       with the first purchase, which the lifecycle stage records as prospect -> new).
     - direction: upgrade / downgrade by the tier and level ranks of the seeds (stored in the
-      snapshot), `stage_change` for lifecycle stages.
+      history), `stage_change` for lifecycle stages.
     - reason_code / reason explain the change from the customer's scores and balances on the
       as-of date of the change.
 -#}
 with
 
-snapshot_versions as (
-    select * from {{ ref('customer_tiers_snapshot') }}
+history as (
+    select * from {{ ref('customer_tier_history') }}
 ),
 
-ranked_versions as (
-    select
-        snapshot_versions.*,
-        row_number() over (
-            partition by customer_id, as_of_date
-            order by dbt_valid_from desc
-        ) as version_order
-    from snapshot_versions
-),
-
-daily_versions as (
+history_with_previous as (
     select
         customer_id,
         as_of_date,
@@ -66,8 +55,7 @@ daily_versions as (
         lag(rfm_total_score) over (
             partition by customer_id order by as_of_date
         ) as previous_rfm_total_score
-    from ranked_versions
-    where version_order = 1
+    from history
 ),
 
 value_tier_changes as (
@@ -93,7 +81,7 @@ value_tier_changes as (
         || ' (total ' || {{ cw_as_text('rfm_total_score') }}
         || ', was ' || {{ cw_as_text('previous_rfm_total_score') }}
         || ') match the ' || value_tier || ' rule' as reason
-    from daily_versions
+    from history_with_previous
     where previous_value_tier is not null
         and value_tier is not null
         and value_tier <> previous_value_tier
@@ -125,7 +113,7 @@ lifecycle_stage_changes as (
                 || ' days and first purchase ' || {{ cw_as_text('days_since_first_purchase') }}
                 || ' days before the as-of date'
         end as reason
-    from daily_versions
+    from history_with_previous
     where previous_lifecycle_stage is not null
         and lifecycle_stage <> previous_lifecycle_stage
 ),
@@ -157,7 +145,7 @@ membership_level_changes as (
         end
         || '12-month spend ' || {{ cw_as_text('spend_12m') }}
         || ' in ' || {{ cw_as_text('orders_12m') }} || ' orders' as reason
-    from daily_versions
+    from history_with_previous
     where previous_membership_level is not null
         and membership_level <> previous_membership_level
 ),

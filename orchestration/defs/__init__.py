@@ -1,12 +1,12 @@
 """The Dagster definitions, built in one place (``build_definitions``).
 
 Layout, one folder per domain: ``raw`` (raw files, surveys, the survey sensor), ``dbt`` (the dbt
-project, its translator and assets), ``loyalty`` and ``predictions`` (Python marts and their
-checks), ``reports`` (the HTML tier report), ``exports`` (CRM contact lists), ``serving``
-(the serving copy for BI tools, after every table it publishes), ``freshness`` (raw and
-mart freshness checks, the marts' freshness policy), ``alerts`` (the run-failure sensor);
-``resources.py`` (DuckDB, pool, retries), ``metadata.py`` (row counts, previews),
-``schedules.py`` (the full job and its schedule). The
+project, its translator and assets; ``history.py``: the date-partitioned tier history and what
+derives from it), ``loyalty`` and ``predictions`` (Python marts and their checks), ``reports``
+(the HTML tier report), ``exports`` (CRM contact lists), ``serving`` (the serving copy for BI
+tools, after every table it publishes), ``freshness`` (raw and mart freshness checks, the
+marts' freshness policy), ``alerts`` (the run-failure sensor); ``resources.py`` (DuckDB, pool, retries),
+``metadata.py`` (row counts, previews), ``schedules.py`` (the full job and its schedule). The
 executor is ``orchestration/recovery.py`` (dead runs cleaned up, bounded writer-pool waits).
 """
 
@@ -20,6 +20,10 @@ from customer_warehouse.config import PROJECT_DIR, RAW_SOURCE_NAMES
 from customer_warehouse.freshness import SURVEYS
 from orchestration.defs.alerts.sensors import run_failure_alert
 from orchestration.defs.dbt.assets import build_dbt_assets
+from orchestration.defs.dbt.history import (
+    build_tier_history_assets,
+    build_tier_history_derived_assets,
+)
 from orchestration.defs.dbt.project import (
     WarehouseDbtResource,
     build_dbt_project,
@@ -56,6 +60,8 @@ def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
         raw_files,
         survey_files,
         build_dbt_assets(project),
+        build_tier_history_assets(project),
+        build_tier_history_derived_assets(project),
         loyalty_points,
         customer_predictions,
         prediction_backtest,

@@ -19,10 +19,11 @@ DAILY_CRON = "0 6 * * *"
 full_refresh = dg.define_asset_job(
     name="full_refresh",
     selection=dg.AssetSelection.all(),
-    description="Materialize the whole warehouse: raw files and surveys, dbt seeds, models, "
-    "snapshots and tests, loyalty points, predictions. The raw load and the incremental dbt "
-    "models process what is new; run config dbt_models.config.full_refresh: true rebuilds the "
-    "dbt models from all raw rows.",
+    description="Materialize the whole warehouse: raw files and surveys, dbt seeds, models "
+    "and tests, the tier history of the as-of date, loyalty points, predictions. The raw load "
+    "and the incremental dbt models process what is new; run config "
+    "dbt_models.config.full_refresh: true rebuilds the dbt models from all raw rows (never the "
+    "tier history).",
     tags={"warehouse/refresh": "full"},
 )
 

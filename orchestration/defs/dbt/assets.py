@@ -1,6 +1,10 @@
-"""Every dbt seed, model and snapshot as an asset; every dbt test as an asset check.
+"""Every dbt seed and model as an asset; every dbt test as an asset check.
 
-One ``dbt build`` per run (on the selected subset): dbt orders seeds, models, snapshots and
+Three steps: ``dbt_models`` (everything up to the marts), then the date-partitioned tier
+history ``tier_history`` and ``tier_history_derived`` (the SCD2 view and the transitions read
+the history), both in ``history.py``.
+
+One ``dbt build`` per step (on the selected subset): dbt orders seeds, models and
 tests itself and, when an ERROR test fails, skips what depends on the tested node. Dagster then
 sees the failed check (blocking), fails this step, and does not start the Python assets that
 depend on it -- their previous tables stay as they were.
@@ -30,6 +34,8 @@ import dagster as dg
 import duckdb
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
+from customer_warehouse.tier_history import HISTORY_MODEL
+from orchestration.defs.dbt.project import keep_partial_parse
 from orchestration.defs.dbt.translator import WarehouseTranslator
 from orchestration.defs.metadata import (
     counts_markdown,
@@ -84,11 +90,14 @@ class DbtLockedError(RuntimeError):
 
 
 def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
+    """Every dbt node but the tier history and what is derived from it (``history.py``)."""
+
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
         dagster_dbt_translator=WarehouseTranslator(),
         name="dbt_models",
+        exclude=f"{HISTORY_MODEL}+",
         pool=WRITER_POOL,
         retry_policy=LOCK_RETRY,
     )
@@ -98,23 +107,9 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         config: DbtBuildConfig,
     ):
-        # An invalid CW_* variable fails here, with its fix. dbt inherits this process's
-        # environment: give it the checked values (absolute paths), the ones the Python assets
-        # use, so a relative CW_WAREHOUSE_PATH cannot point dbt at another file.
-        os.environ.update(warehouse.settings().dbt_env)
         if config.full_refresh:
             context.log.info("Run config full_refresh: every incremental model is rebuilt.")
-        invocation = dbt.cli(dbt_build_args(config), context=context, raise_on_error=False)
-        events = list(invocation.stream())
-        error = invocation.get_error()
-        yield from _with_table_metadata(events, invocation.manifest, warehouse, context)
-        if error is not None:
-            message = error.description or str(error)
-            if is_lock_conflict(message):
-                raise DbtLockedError(message)
-            raise dg.Failure(description=message, allow_retries=False)
-        keep_run_results(invocation.target_path, Path(invocation.target_path).parent)
-        shutil.rmtree(invocation.target_path, ignore_errors=True)
+        yield from dbt_step(context, dbt, warehouse, dbt_build_args(config), keep_results=True)
 
     return dbt_models
 
@@ -130,7 +125,35 @@ def keep_run_results(invocation_dir: Path, target_dir: Path) -> Path | None:
     return target
 
 
-def _with_table_metadata(
+def dbt_step(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    warehouse: WarehouseResource,
+    args: list[str],
+    keep_results: bool = False,
+) -> Iterator[Any]:
+    """``dbt <args>`` on the step's selection: its events with table metadata, or the failure.
+    ``keep_results``: keep its ``run_results.json`` as ``<target>/run_results.json``."""
+    # An invalid CW_* variable fails here, with its fix. dbt inherits this process's
+    # environment: give it the checked values (absolute paths), the ones the Python assets
+    # use, so a relative CW_WAREHOUSE_PATH cannot point dbt at another file.
+    os.environ.update(warehouse.settings().dbt_env)
+    invocation = dbt.cli(args, context=context, raise_on_error=False)
+    events = list(invocation.stream())
+    error = invocation.get_error()
+    yield from with_table_metadata(events, invocation.manifest, warehouse, context)
+    if error is not None:
+        message = error.description or str(error)
+        if is_lock_conflict(message):
+            raise DbtLockedError(message)
+        raise dg.Failure(description=message, allow_retries=False)
+    keep_partial_parse(Path(invocation.target_path))
+    if keep_results:
+        keep_run_results(invocation.target_path, Path(invocation.target_path).parent)
+    shutil.rmtree(invocation.target_path, ignore_errors=True)
+
+
+def with_table_metadata(
     events: Iterable[Any],
     manifest: Mapping[str, Any],
     warehouse: WarehouseResource,

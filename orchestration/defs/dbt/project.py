@@ -8,8 +8,12 @@ edit and a reload) all find a current manifest; when nothing changed, loading co
 of file times. ``DbtProject.prepare_if_dev`` alone would only parse under ``dagster dev``.
 
 Where: ``$DBT_TARGET_PATH`` when set (tests give each run its own), else ``target/`` -- the
-same place as a plain ``dbt`` command, so dagster-dbt can reuse dbt's partial-parse file. Each
-dbt invocation of a run gets its own subfolder (dagster-dbt names it after the op and run).
+same place as a plain ``dbt`` command. Each dbt invocation of a run gets its own subfolder
+(dagster-dbt names it after the op and run); dbt's partial-parse file is copied into it from
+the target folder and, after a successful invocation, back (:func:`keep_partial_parse`), so a
+run's dbt steps (the marts, the tier history, what is derived from it) parse the project once,
+not once per step. dbt checks the file against the project, profile, vars and environment
+variables and parses again whatever changed, so a stale file costs time, never correctness.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject
 from packaging import version
 
 from customer_warehouse.config import PROJECT_DIR
@@ -71,6 +76,43 @@ class WarehouseDbtResource(DbtCliResource):
         from dbt.version import __version__ as installed
 
         return version.parse(installed)
+
+    def cli(
+        self,
+        args: Sequence[str],
+        *,
+        target_path: Path | None = None,
+        context: Any = None,
+        **kwargs: Any,
+    ) -> DbtCliInvocation:
+        """dagster-dbt's ``cli``, its fresh target folder seeded with the partial-parse file."""
+        if target_path is None:
+            target_path = self._get_unique_target_path(context=context)
+            if not target_path.is_absolute():
+                target_path = Path(self.project_dir) / target_path
+            seed_partial_parse(target_path)
+        return super().cli(args, target_path=target_path, context=context, **kwargs)
+
+
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+
+
+def seed_partial_parse(invocation_target: Path) -> None:
+    """Copy the target folder's partial-parse file into a new invocation's folder."""
+    source = invocation_target.parent / PARTIAL_PARSE_FILE
+    if source.is_file():
+        invocation_target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, invocation_target / PARTIAL_PARSE_FILE)
+
+
+def keep_partial_parse(invocation_target: Path) -> None:
+    """After a successful invocation: its partial-parse file becomes the target folder's
+    (atomically: another process may be reading it)."""
+    produced = invocation_target / PARTIAL_PARSE_FILE
+    if produced.is_file():
+        scratch = invocation_target.parent / f".{PARTIAL_PARSE_FILE}.{uuid.uuid4().hex[:8]}"
+        shutil.copy2(produced, scratch)
+        os.replace(scratch, invocation_target.parent / PARTIAL_PARSE_FILE)
 
 
 def dbt_target_path(project_dir: Path = PROJECT_DIR) -> Path:

@@ -74,6 +74,9 @@ ERASURE_SPEC = dg.AssetSpec(
     can_subset=False,
     pool=WRITER_POOL,
     retry_policy=LOCK_RETRY,
+    # `make backfill` loads the raw files in the run of the tier history's partition range
+    # (so it works on an empty warehouse): once in that run.
+    backfill_policy=dg.BackfillPolicy.single_run(),
     description=(
         "Load what is new or changed in the raw folder into the raw schema in one transaction "
         "(a file already loaded with the same content is not read again): a structurally "
@@ -217,6 +220,7 @@ def survey_files_in(folder: Path) -> list[Path]:
         )
         for table in SURVEY_TABLES
     ],
+    backfill_policy=dg.BackfillPolicy.single_run(),  # as raw_files: once in a backfill run
     check_specs=[
         dg.AssetCheckSpec(
             SURVEY_FILES_CHECK,
