@@ -423,7 +423,8 @@ def test_full_graph_row_counts(full_build, demo_dir):
             assert count(f"raw.{source}") == count(f"staging.{accepted}") + count(
                 f"staging.{rejected}"
             ), source
-            assert superseded is None or count(f"staging.{superseded}") == 0, source  # one export per source
+            # one export per source: nothing superseded
+            assert superseded is None or count(f"staging.{superseded}") == 0, source
         assert count("staging.order_rejects") > 0  # the dirty rows were quarantined
         assert count("raw.survey_responses") + count("raw.survey_rejects") == _survey_records(
             demo_dir / "surveys"

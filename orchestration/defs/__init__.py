@@ -5,9 +5,10 @@ project, its translator and assets; ``history.py``: the date-partitioned tier hi
 derives from it), ``loyalty`` and ``predictions`` (Python marts and their checks), ``reports``
 (the HTML tier report), ``exports`` (CRM contact lists), ``serving`` (the serving copy for BI
 tools, after every table it publishes), ``freshness`` (raw and mart freshness checks, the
-marts' freshness policy), ``alerts`` (the run-failure sensor); ``resources.py`` (DuckDB, pool, retries),
-``metadata.py`` (row counts, previews), ``schedules.py`` (the full job and its schedule). The
-executor is ``orchestration/recovery.py`` (dead runs cleaned up, bounded writer-pool waits).
+marts' freshness policy), ``alerts`` (the run-failure sensor); ``resources.py`` (DuckDB,
+pool, retries), ``metadata.py`` (row counts, previews), ``schedules.py`` (the full job and
+its schedule). The executor is ``orchestration/recovery.py`` (dead runs cleaned up,
+bounded writer-pool waits).
 """
 
 from __future__ import annotations
