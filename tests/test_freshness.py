@@ -156,7 +156,8 @@ def test_raw_step_passes_on_fresh_files_and_states_the_ages(raw_env):
     assert meta["newest_order_age_hours"].value > 0
     # Sources without a file pass ("nothing to be late"), every raw source has the check.
     assert {key for key, name in checks if name == RAW_CHECK} == {
-        "raw/orders", "raw/customers", "raw/order_items", "raw/products", "raw/redemptions"
+        "raw/orders", "raw/customers", "raw/order_items", "raw/products", "raw/redemptions",
+        "raw/point_adjustments",
     }  # fmt: skip
     assert all(c.passed for (_, name), c in checks.items() if name == RAW_CHECK)
     assert STALE_TAG not in tags

@@ -41,9 +41,12 @@ INCREMENTAL_MODELS = (
     "int_orders_aggregated_to_customer_days",
     "int_orders_joined_to_membership_levels",
 )
-#: Not comparable with a single full refresh by design: built from the tier snapshot, i.e. from
-#: the history of the runs (four runs here, one there), not from the files.
-RUN_HISTORY_RELATIONS = {"marts.customer_tier_transitions"}
+#: Not comparable with a single full refresh by design: derived from the dated tier history,
+#: i.e. from the as-of dates run (four here, one there), not from the files alone.
+RUN_HISTORY_RELATIONS = {"marts.customer_tier_transitions", "marts.customer_tiers_history"}
+#: The dated tier history itself: compared on the dates both warehouses hold (the full
+#: refresh ran only the last as-of date).
+DATED_RELATIONS = {"marts.customer_tier_history": "as_of_date"}
 #: The time of day of the run (macros/tiers/tiers_computed_at.sql).
 RUN_TIME_COLUMNS = {"computed_at"}
 #: Loads happen seconds apart here, not days: a lookback of 0 days makes every daily run
@@ -391,13 +394,23 @@ def _differences(left: Path, right: Path) -> tuple[list[str], dict[str, tuple[in
                 if column not in RUN_TIME_COLUMNS
             )
 
-            def only(a: str, b: str, relation=relation, columns=columns) -> int:
+            where = "true"
+            if relation in DATED_RELATIONS:
+                date = DATED_RELATIONS[relation]
+                where = (
+                    f"{date} in (select {date} from r.{relation} "
+                    f"intersect select {date} from l.{relation})"
+                )
+
+            def only(a: str, b: str, relation=relation, columns=columns, where=where) -> int:
                 return con.execute(
-                    f"select count(*) from (select {columns} from {a}.{relation} "
-                    f"except all select {columns} from {b}.{relation})"
+                    f"select count(*) from (select {columns} from {a}.{relation} where {where} "
+                    f"except all select {columns} from {b}.{relation} where {where})"
                 ).fetchone()[0]
 
-            rows = con.execute(f"select count(*) from l.{relation}").fetchone()[0]
+            rows = con.execute(f"select count(*) from l.{relation} where {where}").fetchone()[0]
+            if relation in DATED_RELATIONS:
+                assert rows > 0, relation  # the dates in common hold rows
             left_only, right_only = only("l", "r"), only("r", "l")
             if left_only or right_only:
                 differ[relation] = (rows, left_only, right_only)
