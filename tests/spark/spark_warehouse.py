@@ -20,14 +20,14 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from customer_warehouse import raw_load
+from customer_warehouse import privacy, raw_load
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -114,6 +114,7 @@ def load_raw_into_spark(spark, raw_dir: Path) -> dict[str, int]:
 
     spark.sql(f"create database if not exists {raw_load.RAW_SCHEMA}")
     rows: dict[str, int] = {}
+    loaded: list[tuple[str, Path, int]] = []
     for spec in raw_load.SOURCES:
         path = raw_load.find_source_file(raw_dir, spec)
         table = f"{raw_load.RAW_SCHEMA}.{spec.name}"
@@ -165,7 +166,39 @@ def load_raw_into_spark(spark, raw_dir: Path) -> dict[str, int]:
             )
         df.write.mode("overwrite").format("parquet").saveAsTable(table)
         rows[spec.name] = spark.table(table).count()
+        if path is not None:
+            loaded.append((spec.name, path, rows[spec.name]))
+    _write_bookkeeping(spark, loaded)
     return rows
+
+
+def _write_bookkeeping(spark, loaded: list[tuple[str, Path, int]]) -> None:
+    """The loader's bookkeeping tables, as the DuckDB loader leaves them after one load: one
+    `loaded` row per file in raw.deliveries, no erasure request. Incremental models name them
+    as dependencies (dbt's unit tests read their columns), on Spark too."""
+    spark.sql(f"drop table if exists {raw_load.DELIVERIES_TABLE}")
+    spark.sql(
+        f"create table {raw_load.DELIVERIES_TABLE} (source string, file string, delivery string, "
+        "file_sha256 string, size_bytes bigint, modified_at timestamp, mtime_ns bigint, "
+        "path string, rows bigint, malformed_rows bigint, encoding string, delimiter string, "
+        "ignored_columns string, loaded_at timestamp, verified_at timestamp, status string, "
+        "status_changed_at timestamp) using parquet"
+    )
+    if loaded:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        records = [
+            (name, path.name, path.stem, raw_load.file_sha256(path), path.stat().st_size, now,
+             path.stat().st_mtime_ns, str(path), count, 0, "UTF-8", ",", "", now, now,
+             raw_load.LOADED, now)
+            for name, path, count in loaded
+        ]  # fmt: skip
+        spark.createDataFrame(records, schema=spark.table(raw_load.DELIVERIES_TABLE).schema) \
+            .write.mode("append").insertInto(raw_load.DELIVERIES_TABLE)  # fmt: skip
+    spark.sql(f"drop table if exists {privacy.ERASURE_TABLE}")
+    spark.sql(
+        f"create table {privacy.ERASURE_TABLE} (customer_id string, requested_at string, "
+        "applied_at timestamp, compacted_at timestamp) using parquet"
+    )
 
 
 @dataclass
