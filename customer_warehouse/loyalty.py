@@ -535,7 +535,9 @@ def _gather(con: duckdb.DuckDBPyConnection, params: dict, rules: LoyaltyRules) -
     _register_factors(con, rules)
 
     # Orders without an earn entry, up to the end of the window (an order placed before the
-    # window that has none arrived late). The contract is checked on them.
+    # window that has none arrived late). An order earns once: a later copy of it with another
+    # date or amount (a corrected export) does not post a second earn, whatever its new date.
+    # The contract is checked on them.
     _sql(
         con,
         f"""
@@ -549,9 +551,8 @@ def _gather(con: duckdb.DuckDBPyConnection, params: dict, rules: LoyaltyRules) -
             membership_level_at_order as level
         from {ORDERS_TABLE}
         where {ordered_at} < $end
-            and ({ordered_at} >= $start or cast(order_id as varchar) not in (
-                select order_id from {LEDGER_TABLE}
-                where movement_type = 'earn' and event_at < $start))
+            and cast(order_id as varchar) not in (
+                select order_id from {LEDGER_TABLE} where movement_type = 'earn')
         """,
         params,
     )

@@ -129,6 +129,34 @@ def test_a_refund_arriving_later_posts_a_dated_clawback_and_changes_nothing_post
         assert balance_on(con, "C1", date(2025, 3, 21)) == 50
 
 
+def test_an_order_corrected_after_its_earn_was_posted_earns_once() -> None:
+    """A later export moves an earned order into the next window with another amount (a
+    correction): its earn stays as posted, no second `earn:<order>` (found by the serving test's
+    growing shop, whose regenerated orders moved)."""
+    customer = CustomerEvents(
+        "C1",
+        [
+            Order("O1", ts("2025-03-01 10:00"), Decimal(100), "completed", "ordinary"),
+            Order("O2", ts("2025-03-05 10:00"), Decimal(50), "completed", "ordinary"),
+        ],
+    )
+    with duckdb.connect() as con:
+        make_warehouse(con, [customer])
+        post_ledger(con, date(2025, 3, 10), RULES)
+        first = entries(con)
+        con.execute(
+            "update intermediate.int_orders_joined_to_membership_levels "
+            "set ordered_at = ?, amount = 80 where order_id = 'O2'",
+            [ts("2025-03-15 10:00")],
+        )
+        report = post_ledger(con, date(2025, 3, 20), RULES)
+        second = entries(con)
+        assert second == first and report.entries_posted == 0
+        assert con.execute(
+            f"select count(*), count(distinct movement_id) from {loyalty.LEDGER_TABLE}"
+        ).fetchone() == (2, 2)
+
+
 def test_a_rerun_of_a_posted_day_adds_nothing(tmp_path: Path) -> None:
     rng = np.random.default_rng(11)
     generated = [random_customer(rng, f"C{n:04d}", adjustments=True) for n in range(80)]
