@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
+from customer_warehouse import warehouse
 from customer_warehouse.config import DEFAULT_RAW_DIR, PROJECT_DIR, ConfigError
 
 PERSONAL_COLUMNS_SEED = PROJECT_DIR / "seeds" / "personal_columns.csv"
@@ -236,7 +235,7 @@ def compact_warehouse(path: Path, log=print, config: Mapping[str, str] | None = 
     path = Path(path)
     fresh = path.with_name(path.name + ".compacting")
     fresh.unlink(missing_ok=True)
-    with duckdb.connect(str(path), config=dict(config or {})) as con:
+    with warehouse.connect(path, config=config) as con:
         pending = pending_erasures(con)
         if not pending:
             return False

@@ -63,6 +63,7 @@ import pyarrow as pa
 
 from customer_warehouse import privacy
 from customer_warehouse.config import DEFAULT_SERVING_KEEP, PROJECT_DIR
+from customer_warehouse.warehouse import open_connection
 
 RULES_FILE = Path(__file__).resolve().with_name("serving_tables.csv")
 #: Schemas that never leave the warehouse, whatever the rules file says.
@@ -628,7 +629,7 @@ def _warehouse_connection(
     if isinstance(warehouse, duckdb.DuckDBPyConnection):
         yield warehouse
         return
-    con = duckdb.connect(str(warehouse), read_only=True)
+    con = open_connection(warehouse, read_only=True)
     try:
         yield con
     finally:

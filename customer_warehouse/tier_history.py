@@ -41,6 +41,8 @@ from typing import Any
 
 import duckdb
 
+from customer_warehouse import warehouse
+
 HISTORY_TABLE = "marts.customer_tier_history"
 HISTORY_MODEL = "customer_tier_history"
 #: Scratch schemas of a replay are this prefix + the real schema name.
@@ -227,17 +229,6 @@ def failure_summary(result: Any) -> str:
     return "; ".join(messages) or "see dbt.log"
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    schema, name = table.split(".")
-    return bool(
-        con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = ? and table_name = ?",
-            [schema, name],
-        ).fetchone()[0]
-    )
-
-
 def scratch_schemas(con: duckdb.DuckDBPyConnection) -> list[str]:
     """The scratch schemas a replay left behind (normally none)."""
     rows = con.execute(
@@ -252,7 +243,7 @@ def drop_scratch_schemas(warehouse_path: Path) -> list[str]:
     """Drop every scratch schema of a replay; return their names."""
     if not warehouse_path.exists():
         return []
-    with duckdb.connect(str(warehouse_path)) as con:
+    with warehouse.connect(warehouse_path) as con:
         dropped = scratch_schemas(con)
         for schema in dropped:
             # The name comes from the catalog and starts with SCRATCH_PREFIX; quoted anyway.
@@ -262,8 +253,8 @@ def drop_scratch_schemas(warehouse_path: Path) -> list[str]:
 
 def _check_raw_loaded(warehouse_path: Path) -> None:
     if warehouse_path.exists():
-        with duckdb.connect(str(warehouse_path)) as con:
-            if _table_exists(con, REQUIRED_RAW_TABLE):
+        with warehouse.connect(warehouse_path) as con:
+            if warehouse.table_exists(con, REQUIRED_RAW_TABLE):
                 return
     raise ReplayError(
         f"{warehouse_path} has no {REQUIRED_RAW_TABLE}: load the raw files first. Run the "
@@ -277,8 +268,8 @@ def history_counts(warehouse_path: Path) -> tuple[dict[date, int], int]:
     A plain (read-write) connection, the configuration dbt-duckdb uses in this process: DuckDB
     refuses a second configuration of an open file within one process.
     """
-    with duckdb.connect(str(warehouse_path)) as con:
-        if not _table_exists(con, HISTORY_TABLE):
+    with warehouse.connect(warehouse_path) as con:
+        if not warehouse.table_exists(con, HISTORY_TABLE):
             return {}, 0
         rows = con.execute(
             f"select as_of_date, count(*) from {HISTORY_TABLE} group by 1"

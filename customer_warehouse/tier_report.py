@@ -32,6 +32,7 @@ matplotlib.use("Agg")  # files only: no display needed on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from customer_warehouse import warehouse
 from customer_warehouse.config import PROJECT_DIR, ConfigError, load_settings  # noqa: E402
 
 DEFAULT_OUT = PROJECT_DIR / "reports" / "tier_report.html"
@@ -277,8 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{settings.warehouse_path} does not exist. Build the warehouse first "
                 "(`make run`) or point CW_WAREHOUSE_PATH at it."
             )
-        with duckdb.connect(
-            str(settings.warehouse_path), read_only=True, config=settings.duckdb_config
+        with warehouse.connect(
+            settings.warehouse_path, read_only=True, config=settings.duckdb_config
         ) as con:
             path = build_report(con, args.out)
     except (ReportError, ConfigError) as exc:

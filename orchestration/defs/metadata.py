@@ -14,6 +14,7 @@ import dagster as dg
 import duckdb
 
 from customer_warehouse import privacy
+from customer_warehouse.warehouse import quote_table, scalar
 
 PREVIEW_ROWS = 5
 
@@ -21,30 +22,6 @@ PREVIEW_ROWS = 5
 def table_key(table: str) -> dg.AssetKey:
     """``schema.table`` → its asset key, ``schema/table`` (the dbt translator's rule too)."""
     return dg.AssetKey(table.split("."))
-
-
-def quote_table(table: str) -> str:
-    """``schema.table`` → ``"schema"."table"``."""
-    return ".".join(f'"{part}"' for part in table.split("."))
-
-
-def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> Any:
-    """The first value of a query's result, which is read to the end (DuckDB refuses other work
-    on a connection whose last result is only partly fetched)."""
-    rows = con.execute(sql, list(params)).fetchall()
-    return rows[0][0] if rows else None
-
-
-def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    schema, name = table.split(".", 1)
-    return bool(
-        scalar(
-            con,
-            "select count(*) from information_schema.tables "
-            "where table_schema = ? and table_name = ?",
-            [schema, name],
-        )
-    )
 
 
 def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:

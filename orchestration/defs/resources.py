@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import dagster as dg
 import duckdb
 
+from customer_warehouse import warehouse
 from customer_warehouse.config import ConfigError, Settings, load_settings
 
 #: The concurrency pool of every asset that writes the DuckDB file.
@@ -114,11 +115,11 @@ class WarehouseResource(dg.ConfigurableResource):
         """A connection to the warehouse file; a write connection creates the folder first."""
         settings = self.settings()
         path = settings.warehouse_path
-        if not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        # CW_DUCKDB_MEMORY_LIMIT / CW_DUCKDB_TEMP_DIR, as dbt's profile passes them.
         try:
-            # CW_DUCKDB_MEMORY_LIMIT / CW_DUCKDB_TEMP_DIR, as dbt's profile passes them.
-            con = duckdb.connect(str(path), read_only=read_only, config=settings.duckdb_config)
+            con = warehouse.open_connection(
+                path, read_only=read_only, config=settings.duckdb_config
+            )
         except duckdb.Error as exc:
             if is_corruption(exc):
                 raise corruption_failure(path, exc) from exc

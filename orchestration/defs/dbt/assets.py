@@ -35,15 +35,14 @@ import duckdb
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from customer_warehouse.tier_history import HISTORY_MODEL
+from customer_warehouse.warehouse import read_as_of_date, table_exists
 from orchestration.defs.dbt.project import keep_partial_parse
 from orchestration.defs.dbt.translator import WarehouseTranslator
 from orchestration.defs.metadata import (
     counts_markdown,
     preview,
     row_count,
-    scalar,
     table_columns,
-    table_exists,
     value_counts,
 )
 from orchestration.defs.resources import (
@@ -61,7 +60,6 @@ DISTRIBUTION_COLUMNS = (
     "churn_risk_band",
     "nps_category",
 )
-AS_OF_TABLE = "intermediate.int_as_of_date"
 
 #: dbt unit tests check the SQL logic on fixed rows, not the day's data: they run in
 #: `make test` (every test build) and in CI, not in every scheduled build (dbt's advice).
@@ -173,9 +171,7 @@ def with_table_metadata(
 
 
 def _as_of_date(con: duckdb.DuckDBPyConnection) -> str | None:
-    if not table_exists(con, AS_OF_TABLE):
-        return None
-    value = scalar(con, f"select max(as_of_date) from {AS_OF_TABLE}")
+    value = read_as_of_date(con, required=False)
     return None if value is None else str(value)
 
 

@@ -31,10 +31,10 @@ from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 from pydantic import Field
 
 from customer_warehouse import tier_history
-from orchestration.defs.dbt.assets import AS_OF_TABLE, DBT_BUILD_ARGS, dbt_step
+from customer_warehouse.warehouse import read_as_of_date
+from orchestration.defs.dbt.assets import DBT_BUILD_ARGS, dbt_step
 from orchestration.defs.dbt.project import dbt_target_path
 from orchestration.defs.dbt.translator import WarehouseTranslator
-from orchestration.defs.metadata import scalar, table_exists
 from orchestration.defs.resources import (
     LOCK_RETRY,
     WRITER_POOL,
@@ -128,9 +128,7 @@ def _add_current_date(context, dbt: DbtCliResource, warehouse: WarehouseResource
 def _current_as_of_date(warehouse: WarehouseResource) -> str | None:
     try:
         with warehouse.connect(read_only=True) as con:
-            if not table_exists(con, AS_OF_TABLE):
-                return None
-            value = scalar(con, f"select max(as_of_date) from {AS_OF_TABLE}")
+            value = read_as_of_date(con, required=False)
     except duckdb.Error:
         return None
     return None if value is None else str(value)

@@ -7,15 +7,14 @@ Reads the reminder mart and the consent-filtered contacts; writes owner-only CSV
 import dagster as dg
 
 from customer_warehouse import crm_export, privacy
-from orchestration.defs.metadata import markdown_table, scalar, table_key
+from customer_warehouse.warehouse import read_as_of_date
+from orchestration.defs.metadata import markdown_table, table_key
 from orchestration.defs.resources import (
     LOCK_RETRY,
     WRITER_POOL,
     WarehouseResource,
     fail_fast_on_data_errors,
 )
-
-AS_OF_TABLE = "intermediate.int_as_of_date"
 
 
 @dg.asset(
@@ -35,7 +34,7 @@ def crm_contact_lists(
     with fail_fast_on_data_errors("Writing the CRM contact lists"):
         key, key_source = privacy.pii_key(settings.raw_dir, log=context.log.info)
         with warehouse.connect(read_only=True) as con:
-            as_of = scalar(con, f"select max(as_of_date) from {AS_OF_TABLE}")
+            as_of = read_as_of_date(con)
             written = crm_export.export_contact_lists(
                 con, settings.export_dir, as_of, key, log=context.log.info
             )

@@ -27,14 +27,14 @@ from customer_warehouse.config import (
     ConfigError,
     parse_max_raw_age_hours,
 )
-from orchestration.defs.metadata import markdown_table, scalar, table_exists
+from customer_warehouse.warehouse import read_as_of_date
+from orchestration.defs.metadata import markdown_table
 from orchestration.defs.resources import LOCK_RETRY, WRITER_POOL, WarehouseResource
 
 RAW_CHECK = "raw_data_is_fresh"
 MART_CHECK = "built_on_fresh_raw_data"
 #: The run tag a run on stale raw data gets (its value names the stale sources and ages).
 STALE_TAG = "warehouse/stale_raw_data"
-AS_OF_TABLE = "intermediate.int_as_of_date"
 
 
 def raw_check_spec(key: dg.AssetKey, source: str) -> dg.AssetCheckSpec:
@@ -168,11 +168,7 @@ def build_mart_freshness_checks(
             settings.raw_dir, sources, settings.max_raw_age_hours, datetime.now(UTC)
         )
         with warehouse.connect(read_only=True) as con:
-            as_of = (
-                scalar(con, f"select max(as_of_date) from {AS_OF_TABLE}")
-                if table_exists(con, AS_OF_TABLE)
-                else None
-            )
+            as_of = read_as_of_date(con, required=False)
         stale = [age for age in ages if age.stale]
         table = markdown_table(
             ["source", "newest file", "arrived (UTC)", "age (h)", "stale"],

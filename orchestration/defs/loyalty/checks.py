@@ -20,7 +20,8 @@ import dagster as dg
 import duckdb
 
 from customer_warehouse import loyalty
-from orchestration.defs.metadata import markdown_table, scalar, table_key
+from customer_warehouse.warehouse import scalar
+from orchestration.defs.metadata import markdown_table, table_key
 
 BALANCES_KEY = table_key(loyalty.BALANCES_TABLE)
 LEDGER_KEY = table_key(loyalty.LEDGER_TABLE)

@@ -20,18 +20,14 @@ seed ``churn_risk_bands``. Missing or broken input tables still fail at once
 (``fail_fast_on_data_errors``).
 """
 
-from collections.abc import Mapping
-from datetime import date
-
 import dagster as dg
 import duckdb
-import pandas as pd
 
 from customer_warehouse import predictions
+from customer_warehouse.warehouse import AS_OF_TABLE, read_as_of_date, replace_tables
 from orchestration.defs.metadata import (
     counts_markdown,
     markdown_table,
-    scalar,
     table_key,
     table_metadata,
     value_counts,
@@ -52,7 +48,6 @@ from orchestration.defs.resources import (
 )
 
 FEATURES_TABLE = "marts.customer_features"
-AS_OF_TABLE = "intermediate.int_as_of_date"
 CHURN_BANDS_TABLE = "seeds.churn_risk_bands"
 PURCHASE_DAYS_TABLE = "intermediate.int_orders_aggregated_to_customer_days"
 PREDICTIONS_TABLE = "marts.customer_predictions"
@@ -89,13 +84,6 @@ class BacktestConfig(dg.Config):
     time_unit: str = "day"
 
 
-def read_as_of_date(con: duckdb.DuckDBPyConnection) -> date:
-    value = scalar(con, f"select max(as_of_date) from {AS_OF_TABLE}")
-    if value is None:
-        raise LookupError(f"{AS_OF_TABLE} is empty: build the dbt models first.")
-    return value
-
-
 def read_churn_thresholds(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
     """The seed's thresholds. Its last band is named ``very_high`` where the predictions
     module says ``lost``; both mean "below the high threshold", so only low/medium/high are
@@ -103,23 +91,6 @@ def read_churn_thresholds(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
     rows = con.execute(f"select band, min_p_alive from {CHURN_BANDS_TABLE}").df()
     rows = rows[rows["band"].isin(["low", "medium", "high"])]
     return predictions.churn_thresholds_from_rows(rows)
-
-
-def replace_tables(con: duckdb.DuckDBPyConnection, frames: Mapping[str, pd.DataFrame]) -> None:
-    """Replace each table by its DataFrame, all in one transaction (all or nothing)."""
-    con.execute("create schema if not exists marts")
-    con.begin()
-    try:
-        for table, frame in frames.items():
-            con.register("_frame", frame)
-            try:
-                con.execute(f"create or replace table {table} as select * from _frame")
-            finally:
-                con.unregister("_frame")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
 
 
 @dg.multi_asset(

@@ -28,7 +28,8 @@ import dagster as dg
 import duckdb
 
 from customer_warehouse import predictions
-from orchestration.defs.metadata import quote_table, scalar, table_key
+from customer_warehouse.warehouse import quote_table, scalar
+from orchestration.defs.metadata import table_key
 
 PREDICTIONS_KEY = table_key("marts.customer_predictions")
 PARAMS_KEY = table_key("marts.clv_model_params")

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from customer_warehouse import loyalty, privacy, serving
+from customer_warehouse import privacy, serving
+from customer_warehouse.warehouse import read_as_of_date
 from orchestration.defs.metadata import markdown_table
 from orchestration.defs.resources import (
     LOCK_RETRY,
@@ -75,7 +76,7 @@ def build_serving_asset(upstream: Iterable[dg.AssetsDefinition]) -> dg.AssetsDef
                 con,
                 settings.serving_path,
                 keep=settings.serving_keep,
-                as_of=loyalty.read_as_of_date(con),
+                as_of=read_as_of_date(con),
                 git_rev=serving.git_revision(),
                 key=key,
             )
