@@ -23,6 +23,17 @@ from .conftest import PROJECT_DIR
 TEST_PII_KEY = "test-key-0123456789abcdef0123456789abcdef"
 
 
+def point_settings_at(mp: pytest.MonkeyPatch, raw: Path, warehouse: Path) -> None:
+    """Clear every ``CW_*`` variable, then point the raw folder and the warehouse file at the
+    test's own, with the test pseudonym key."""
+    for name in list(os.environ):
+        if name.startswith("CW_"):
+            mp.delenv(name)
+    mp.setenv("CW_RAW_DIR", str(raw))
+    mp.setenv("CW_WAREHOUSE_PATH", str(warehouse))
+    mp.setenv("CW_PII_KEY", TEST_PII_KEY)
+
+
 @contextmanager
 def isolated_dbt_paths(folder: Path) -> Iterator[Path]:
     """dbt writes its manifest and per-run artifacts under ``folder``, never target/."""

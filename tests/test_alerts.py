@@ -6,7 +6,6 @@ real failed run of the raw step in a temporary Dagster instance.
 from __future__ import annotations
 
 import json
-import os
 import stat
 import threading
 import time
@@ -23,7 +22,7 @@ from orchestration.defs.alerts.sensors import run_failure_alert
 from orchestration.defs.raw.assets import raw_files
 from orchestration.defs.resources import WarehouseResource
 
-from .dagster_job import TEST_PII_KEY
+from .dagster_job import point_settings_at
 
 WHEN = datetime(2026, 3, 1, 6, 0, 41, tzinfo=UTC)
 
@@ -239,12 +238,7 @@ def broken_raw(tmp_path, monkeypatch) -> Path:
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "orders.csv").write_text("order_id,customer_id,ordered_at\n1,c1,2025-01-01\n")
-    for name in list(os.environ):
-        if name.startswith("CW_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("CW_RAW_DIR", str(raw))
-    monkeypatch.setenv("CW_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
-    monkeypatch.setenv("CW_PII_KEY", TEST_PII_KEY)
+    point_settings_at(monkeypatch, raw, tmp_path / "warehouse.duckdb")
     return raw
 
 

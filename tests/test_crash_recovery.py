@@ -16,15 +16,12 @@
 
 from __future__ import annotations
 
-import json
+import functools
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +58,7 @@ from orchestration.recovery import (
 
 from . import crash_harness as harness
 from .conftest import PROJECT_DIR
+from .dagster_server import free_port, graphql, wait_for
 
 DEMO_CUSTOMERS = 300
 DEMO_SEED = 11
@@ -535,16 +533,6 @@ def test_a_damaged_warehouse_stops_the_run_and_make_rebuild_rebuilds_it(
     )
 
 
-def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
 _LAUNCH = """
 mutation($params: ExecutionParams!) {
   launchRun(executionParams: $params) {
@@ -570,7 +558,7 @@ def test_under_make_dev_the_sensor_frees_a_dead_runs_slot_and_a_queued_run_start
         instance.event_log_storage.set_concurrency_slots(WRITER_POOL, 1)
         dead = _started_run(instance, dead_pid)
         instance.event_log_storage.claim_concurrency_slot(WRITER_POOL, dead.run_id, "raw_files")
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "dagster_dev.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
@@ -593,19 +581,21 @@ def test_under_make_dev_the_sensor_frees_a_dead_runs_slot_and_a_queued_run_start
                 }
             },
         }
-        launched = _poll(lambda: _graphql(port, _LAUNCH, {"params": params}), 300, server, log)
+        launch = functools.partial(graphql, port, _LAUNCH, {"params": params})
+        launched = wait_for("the run launch", launch, 300, server, log)
         assert launched["data"]["launchRun"]["__typename"] == "LaunchRunSuccess", launched
         run_id = launched["data"]["launchRun"]["run"]["runId"]
         query = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
 
         def finished():
-            status = _graphql(port, query, {"id": run_id})["data"]["runOrError"]["status"]
+            status = graphql(port, query, {"id": run_id})["data"]["runOrError"]["status"]
             return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
 
-        assert _poll(finished, 900, server, log) == "SUCCESS", harness.tail(log)
+        status = wait_for("the run to finish", finished, 900, server, log)
+        assert status == "SUCCESS", harness.tail(log)
         with dg.DagsterInstance.from_config(str(setup.home)) as instance:
             busy = dg.RunsFilter(statuses=[*LIVE_STATUSES, dg.DagsterRunStatus.QUEUED])
-            _poll(lambda: instance.get_runs_count(busy) == 0, 900, server, log)
+            wait_for("no busy runs", lambda: instance.get_runs_count(busy) == 0, 900, server, log)
             failure = instance.all_logs(dead.run_id, of_type=DagsterEventType.RUN_FAILURE)
             assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
     finally:
@@ -618,25 +608,3 @@ def test_under_make_dev_the_sensor_frees_a_dead_runs_slot_and_a_queued_run_start
         )
         == []
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _poll(probe, timeout: float, server: subprocess.Popen, log: Path):
-    """`probe()` until it returns something truthy (bounded; fails if the server exits)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"dagster dev exited ({server.returncode}):\n{harness.tail(log)}")
-        try:
-            value = probe()
-        except (urllib.error.URLError, ConnectionError, TimeoutError, KeyError, TypeError):
-            value = None
-        if value:
-            return value
-        time.sleep(2)
-    pytest.fail(f"timed out after {timeout} s:\n{harness.tail(log)}")

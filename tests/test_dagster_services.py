@@ -7,62 +7,23 @@ Every wait is bounded and the processes are always stopped.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from .conftest import FIXTURES, PROJECT_DIR
+from .dagster_server import free_port, graphql, wait_for
 
 pytestmark = pytest.mark.heavy
 
 STARTUP_TIMEOUT_S = 300
 DAEMON_TIMEOUT_S = 180
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _graphql(port: int, query: str) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def _wait_for(
-    what: str, probe: Callable[[], Any], timeout: float, server: subprocess.Popen, log: Path
-) -> Any:
-    """Call `probe` until it returns something truthy; fail with the log on timeout or exit."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"dagster dev exited ({server.returncode}):\n{log.read_text()[-4000:]}")
-        try:
-            value = probe()
-        except (urllib.error.URLError, ConnectionError, TimeoutError, KeyError, TypeError):
-            value = None
-        if value:
-            return value
-        time.sleep(2)
-    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture
@@ -81,7 +42,7 @@ def dagster_dev(tmp_path) -> Iterator[tuple[int, subprocess.Popen, Path]]:
         DBT_LOG_PATH=str(tmp_path / "logs"),
         DBT_PROFILES_DIR=str(PROJECT_DIR),
     )
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "dagster_dev.log"
     dagster = str(Path(sys.executable).parent / "dagster")
     with log.open("w") as out:
@@ -110,10 +71,10 @@ def test_dagster_dev_serves_the_graph_schedule_and_sensor(dagster_dev):
     port, server, log = dagster_dev
 
     def asset_keys() -> set[str]:
-        nodes = _graphql(port, "{ assetNodes { assetKey { path } } }")["data"]["assetNodes"]
+        nodes = graphql(port, "{ assetNodes { assetKey { path } } }")["data"]["assetNodes"]
         return {"/".join(node["assetKey"]["path"]) for node in nodes}
 
-    keys = _wait_for("the asset graph", asset_keys, STARTUP_TIMEOUT_S, server, log)
+    keys = wait_for("the asset graph", asset_keys, STARTUP_TIMEOUT_S, server, log)
     assert {
         "raw/orders",
         "raw/survey_responses",
@@ -124,7 +85,7 @@ def test_dagster_dev_serves_the_graph_schedule_and_sensor(dagster_dev):
         "reports/tier_report",
     } <= keys
 
-    repos = _graphql(
+    repos = graphql(
         port,
         "{ repositoriesOrError { ... on RepositoryConnection { nodes { "
         "schedules { name scheduleState { status } } sensors { name sensorState { status } } "
@@ -140,17 +101,15 @@ def test_dagster_dev_serves_the_graph_schedule_and_sensor(dagster_dev):
     }
 
     def daemons_healthy() -> bool:
-        statuses = _graphql(
+        statuses = graphql(
             port,
             "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }",
         )["data"]["instance"]["daemonHealth"]["allDaemonStatuses"]
         needed = {s["daemonType"]: s["healthy"] for s in statuses if s["required"]}
         return {"SCHEDULER", "SENSOR"} <= set(needed) and all(needed.values())
 
-    _wait_for(
-        "healthy scheduler and sensor daemons", daemons_healthy, DAEMON_TIMEOUT_S, server, log
-    )
-    locations = _graphql(
+    wait_for("healthy scheduler and sensor daemons", daemons_healthy, DAEMON_TIMEOUT_S, server, log)
+    locations = graphql(
         port, "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
     )["data"]["workspaceOrError"]["locationEntries"]
     assert [entry["name"] for entry in locations] == ["customer_warehouse"]

@@ -31,7 +31,7 @@ from orchestration.defs.raw.assets import raw_files
 from orchestration.defs.resources import WarehouseResource
 
 from .conftest import FIXTURES
-from .dagster_job import TEST_PII_KEY
+from .dagster_job import point_settings_at
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -116,12 +116,7 @@ def raw_env(tmp_path, monkeypatch) -> Path:
     raw = tmp_path / "raw"
     shutil.copytree(FIXTURES / "minimal", raw)
     _touch(raw / "orders.csv", datetime.now(UTC))  # delivered just now (copytree keeps times)
-    for name in list(os.environ):
-        if name.startswith("CW_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("CW_RAW_DIR", str(raw))
-    monkeypatch.setenv("CW_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
-    monkeypatch.setenv("CW_PII_KEY", TEST_PII_KEY)
+    point_settings_at(monkeypatch, raw, tmp_path / "warehouse.duckdb")
     return raw
 
 
