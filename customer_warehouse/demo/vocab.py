@@ -77,6 +77,8 @@ CURRENCIES = _known(
 _RATES = {
     row["currency"]: Decimal(row["rate_to_reporting"]) for row in seed_rows("currency_rates.csv")
 }
+if any(_RATES[c] * 100 % 1 for c in CURRENCIES):
+    raise ValueError("the demo converts with rates of at most two decimals (currency_rates.csv).")
 RATE_X100 = np.array([int(_RATES[c] * 100) for c in CURRENCIES], dtype=np.int64)
 #: NPS categories from the lowest score up: (name, lowest score).
 NPS_CATEGORIES = tuple(
