@@ -62,7 +62,7 @@ lock:  ## re-resolve requirements.lock from pyproject.toml
 		--generate-hashes --quiet -o requirements.lock
 
 demo-data: install  ## generate demo data into data/demo (DEMO_CUSTOMERS, DEMO_SEED, ...)
-	$(BIN)/python -m customer_warehouse.demo_data --out $(DEMO_DIR) \
+	$(BIN)/python -m customer_warehouse.demo --out $(DEMO_DIR) \
 		--customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED) \
 		--dirty-rate $(DEMO_DIRTY_RATE) --format $(DEMO_FORMAT)
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from customer_warehouse.demo_data import generate
+from customer_warehouse.demo import generate
 
 
 def _peak_rss_gb() -> float:

@@ -44,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import benchlib  # noqa: E402
-from customer_warehouse.demo_data import generate  # noqa: E402
+from customer_warehouse.demo import generate  # noqa: E402
 
 PROJECT_DIR = benchlib.PROJECT_DIR
 RESULTS = PROJECT_DIR / "benchmarks" / "results.json"

@@ -1,6 +1,6 @@
 """Small, odd shops: raw folders unlike the demo data, for the job to prove it builds on them.
 
-The demo generator (``customer_warehouse.demo_data``) makes one kind of shop: years of history,
+The demo generator (``customer_warehouse.demo``) makes one kind of shop: years of history,
 thousands of customers, every optional file and column. Real first runs look different. Each
 function here writes one hand-shaped shop into a folder, with only the files and columns such a
 shop would export, its own id formats, local-time offsets and vocabularies:

@@ -28,7 +28,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from customer_warehouse import demo_data, raw_load, surveys
+from customer_warehouse import demo, raw_load, surveys
 from customer_warehouse import tier_history as th
 
 from .conftest import PROJECT_DIR
@@ -116,7 +116,7 @@ def dbt_paths(tmp_path_factory):
 @pytest.fixture(scope="module")
 def raw_dir(tmp_path_factory) -> Path:
     raw = tmp_path_factory.mktemp("history_raw") / "raw"
-    demo_data.generate(raw, customers=DEMO_CUSTOMERS, seed=11, dirty_rate=0.0, quiet=True)
+    demo.generate(raw, customers=DEMO_CUSTOMERS, seed=11, dirty_rate=0.0, quiet=True)
     return raw
 
 

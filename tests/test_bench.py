@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from benchmarks import benchlib
-from customer_warehouse.demo_data import generate
+from customer_warehouse.demo import generate
 from orchestration.defs.dbt.assets import keep_run_results
 
 # --------------------------------------------------------------------------------------------

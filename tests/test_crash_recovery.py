@@ -69,7 +69,7 @@ def demo_raw(tmp_path_factory) -> Path:
     """Demo exports of 300 customers (with survey files): a full run takes about a minute."""
     folder = tmp_path_factory.mktemp("raw")
     subprocess.run(
-        [sys.executable, "-m", "customer_warehouse.demo_data", "--out", str(folder)]
+        [sys.executable, "-m", "customer_warehouse.demo", "--out", str(folder)]
         + ["--customers", str(DEMO_CUSTOMERS), "--seed", str(DEMO_SEED), "--quiet"],
         cwd=PROJECT_DIR,
         check=True,

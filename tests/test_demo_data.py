@@ -1,4 +1,4 @@
-"""Tests of the demo-data generator (customer_warehouse/demo_data.py).
+"""Tests of the demo-data generator (customer_warehouse/demo/).
 
 The generated files are the warehouse's test bed, so these tests check what later stages rely
 on: determinism, the raw-data contract, exact agreement between the exports and the ground truth
@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import integrate, special, stats
 
-from customer_warehouse import demo_data
-from customer_warehouse.demo_data import (
+from customer_warehouse import demo
+from customer_warehouse.demo import (
     ADJUSTMENT_COLUMNS,
     CUSTOMER_COLUMNS,
     DIRTY_CUSTOMER_REASONS,
@@ -468,7 +468,7 @@ def test_geography_and_season_shape_the_categories(csv_dir: Path) -> None:
     items = read(csv_dir, "order_items").merge(orders, on="order_id")
     items = items.merge(read(csv_dir, "products"), on="product_id")
     customers = read(csv_dir, "customers").drop_duplicates("customer_id")
-    cold = {name for name, _pop, is_cold, _cities in demo_data.PROVINCES if is_cold}
+    cold = {name for name, _pop, is_cold, _cities in demo.PROVINCES if is_cold}
     province = customers.set_index("customer_id")["province"].str.strip().str.title()
     items["cold"] = items["customer_id"].map(province).isin(cold)
     items["winter"] = items["ts"].dt.month.isin([11, 12, 1, 2])
@@ -640,7 +640,7 @@ def test_surveys_are_quarterly_and_follow_activity(csv_dir: Path) -> None:
     nps = responses["nps"].astype(int)
     satisfaction = responses["satisfaction"].astype(int)
     assert nps.between(0, 10).all() and satisfaction.between(1, 5).all()
-    assert all(set(tags) <= set(demo_data.NEED_TAGS) and tags for tags in responses["need_tags"])
+    assert all(set(tags) <= set(demo.NEED_TAGS) and tags for tags in responses["need_tags"])
     buyers = clean_orders(csv_dir)
     buyers = buyers[buyers["status"] == "completed"]
     respondents = responses["customer_id"].nunique()

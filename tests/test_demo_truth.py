@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from customer_warehouse import demo_data
+from customer_warehouse import demo
 
 from .conftest import STAGING_SELECTION, STAGING_SPLITS, Warehouse, build_warehouse
 
@@ -15,7 +15,7 @@ from .conftest import STAGING_SELECTION, STAGING_SPLITS, Warehouse, build_wareho
 def dirty_warehouse(request, tmp_path_factory) -> Warehouse:
     work = tmp_path_factory.mktemp(f"dirty-{request.param}")
     raw = work / "raw"
-    demo_data.generate(raw, customers=800, seed=7, dirty_rate=0.03, fmt=request.param, quiet=True)
+    demo.generate(raw, customers=800, seed=7, dirty_rate=0.03, fmt=request.param, quiet=True)
     return build_warehouse(raw, work, select=STAGING_SELECTION)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from customer_warehouse import demo_data, raw_load
+from customer_warehouse import demo, raw_load
 
 from .conftest import STAGING_SPLITS, Warehouse, dbt_env
 
@@ -325,11 +325,17 @@ def _release_dbt_duckdb() -> None:
 def scenario(tmp_path_factory):
     """Day by day incremental, then a full refresh on the same folder."""
     base = tmp_path_factory.mktemp("incremental")
-    demo = base / "demo"
-    demo_data.generate(
-        demo, customers=300, seed=7, dirty_rate=0.02, start="2024-09-01", end=DAYS[-1], quiet=True
+    demo_dir = base / "demo"
+    demo.generate(
+        demo_dir,
+        customers=300,
+        seed=7,
+        dirty_rate=0.02,
+        start="2024-09-01",
+        end=DAYS[-1],
+        quiet=True,
     )
-    shop = Shop(demo)
+    shop = Shop(demo_dir)
     raw = base / "raw"
     daily = base / "daily" / "warehouse.duckdb"
     full = base / "full" / "warehouse.duckdb"

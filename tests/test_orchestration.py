@@ -80,7 +80,7 @@ def defs(dbt_paths) -> dg.Definitions:
 def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "raw"
     subprocess.run(
-        [sys.executable, "-m", "customer_warehouse.demo_data", "--out", str(out),
+        [sys.executable, "-m", "customer_warehouse.demo", "--out", str(out),
          "--customers", str(DEMO_CUSTOMERS), "--dirty-rate", str(DEMO_DIRTY_RATE), "--quiet"],
         cwd=PROJECT_DIR, check=True, timeout=600,
     )  # fmt: skip

@@ -790,10 +790,10 @@ def test_independent_mle_recovers_the_demo_generators_truth():
     """The demo data generator's BG/NBD core and our likelihood describe the same process.
 
     Draws 20 000 customers with the generator's default (true) parameters through
-    ``demo_data.simulate_bg_nbd`` and checks the independent MLE lands within 4 standard errors
+    ``demo.simulate_bg_nbd`` and checks the independent MLE lands within 4 standard errors
     of them (the end-to-end check through dbt belongs to the asset's integration test).
     """
-    demo = pytest.importorskip("customer_warehouse.demo_data")
+    demo = pytest.importorskip("customer_warehouse.demo")
     truth = demo.BgNbdParams()
     rng = np.random.default_rng(7)
     n = 20_000

@@ -26,7 +26,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from customer_warehouse import demo_data, surveys, tier_report
+from customer_warehouse import demo, surveys, tier_report
 
 from .conftest import DBT, PROJECT_DIR, Warehouse, build_warehouse, dbt_env
 
@@ -41,7 +41,7 @@ DEMO_SEED = 7
 def warehouse(tmp_path_factory) -> Warehouse:
     work = tmp_path_factory.mktemp("tiers")
     raw = work / "raw"
-    demo_data.generate(raw, customers=DEMO_CUSTOMERS, seed=DEMO_SEED, dirty_rate=0.01, quiet=True)
+    demo.generate(raw, customers=DEMO_CUSTOMERS, seed=DEMO_SEED, dirty_rate=0.01, quiet=True)
     with duckdb.connect(str(work / "warehouse.duckdb")) as con:
         surveys.ingest_surveys(con, raw / "surveys")
     return build_warehouse(raw, work)

@@ -1,6 +1,6 @@
 """The same dbt project builds on Spark (dbt-spark, `method: session`) and gives the same answers.
 
-One data set is built twice: a small demo export (customer_warehouse.demo_data, a few hundred
+One data set is built twice: a small demo export (customer_warehouse.demo, a few hundred
 customers, dirty rows included, surveys included) with the hand-written quarantine fixture
 (tests/fixtures/quarantine, every reject reason once) appended to its orders and customers.
 DuckDB builds it through tests/conftest.build_warehouse (the project's normal path); Spark builds
@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from customer_warehouse import demo_data, raw_load, surveys
+from customer_warehouse import demo, raw_load, surveys
 
 from ..conftest import FIXTURES, Warehouse, build_warehouse
 from . import spark_warehouse as sw
@@ -77,7 +77,7 @@ def _append_csv(target: Path, extra: Path) -> int:
 
 
 def _make_raw_dir(raw_dir: Path) -> tuple[int, int]:
-    demo_data.generate(
+    demo.generate(
         raw_dir, customers=DEMO_CUSTOMERS, seed=DEMO_SEED, dirty_rate=DEMO_DIRTY_RATE, quiet=True
     )
     order_rows = _append_csv(raw_dir / "orders.csv", FIXTURES / "quarantine" / "orders.csv")
