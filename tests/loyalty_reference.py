@@ -22,7 +22,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, NamedTuple
 
-from customer_warehouse.loyalty import LEVELS_TABLE, LoyaltyRules, _decimal
+from customer_warehouse.loyalty import LEVELS_TABLE, LoyaltyRules
+from customer_warehouse.loyalty.rules import to_decimal as _decimal
 
 EARNING_STATUSES = frozenset({"completed", "cancelled", "refunded"})
 CLAWBACK_STATUSES = frozenset({"cancelled", "refunded"})
