@@ -32,6 +32,15 @@ def _quoted(values: tuple[str, ...]) -> str:
     return ", ".join(f"'{value}'" for value in values)
 
 
+def _event_keys(id_column: str, time_column: str) -> str:
+    """Select items of an upstream event row: its customer and id as text, and its time as
+    ``event_at`` (``{time_column}``: the UTC expression, filled in when the statement runs)."""
+    return (
+        f"cast(customer_id as varchar) as customer_id, "
+        f"cast({id_column} as varchar) as {id_column}, {{{time_column}}} as event_at"
+    )
+
+
 def gather_events(con: duckdb.DuckDBPyConnection, params: dict, rules: LoyaltyRules) -> None:
     """The window's new events, as temporary tables (``params``: start, end, as_of)."""
     ordered_at = utc(con, ORDERS_TABLE, "ordered_at")
@@ -55,9 +64,7 @@ def gather_events(con: duckdb.DuckDBPyConnection, params: dict, rules: LoyaltyRu
 _ORDERS = f"""
     create temp table _lw_orders as
     select
-        cast(customer_id as varchar) as customer_id,
-        cast(order_id as varchar) as order_id,
-        {{ordered_at}} as event_at,
+        {_event_keys("order_id", "ordered_at")},
         amount,
         status,
         membership_level_at_order as level
@@ -144,9 +151,7 @@ _REDEMPTIONS = f"""
     ),
     rows as (
         select
-            cast(customer_id as varchar) as customer_id,
-            cast(redemption_id as varchar) as redemption_id,
-            {{redeemed_at}} as event_at,
+            {_event_keys("redemption_id", "redeemed_at")},
             cast(points as double) as requested
         from {REDEMPTIONS_TABLE}
         where {{redeemed_at}} < $end
@@ -183,9 +188,7 @@ _REDEMPTIONS = f"""
 _ADJUSTMENTS = f"""
     create temp table _lw_adjust as
     select
-        cast(customer_id as varchar) as customer_id,
-        cast(adjustment_id as varchar) as adjustment_id,
-        {{adjusted_at}} as event_at,
+        {_event_keys("adjustment_id", "adjusted_at")},
         greatest({{adjusted_at}}, $start) as booked_at,
         cast(points as bigint) as points,
         reason

@@ -84,8 +84,8 @@ class _Facts:
     claws: np.ndarray  # event rows
     claw_lot: np.ndarray
     claw_out: np.ndarray  # per clawback: its lot is no longer in the line
-    d_avail: np.ndarray = None  # per event: change of Tav
-    line: dict[str, np.ndarray] = None  # plain/clamped expiries: rows, end or start in line
+    d_avail: np.ndarray | None = None  # per event: change of Tav
+    line: dict[str, np.ndarray] | None = None  # plain/clamped expiries: rows, end or start in line
 
     @classmethod
     def of(cls, events: dict[str, np.ndarray], window: Window) -> _Facts:

@@ -42,19 +42,21 @@ LOYALTY_OUTPUTS = {
 }
 
 
+def _output_spec(table: str, text: str) -> dg.AssetSpec:
+    """One of the four tables the run writes, with the loyalty inputs as its deps."""
+    return dg.AssetSpec(
+        key=table_key(table),
+        group_name="marts",
+        kinds={"python", "duckdb"},
+        description=f"`{table}`: {text} Rules: customer_warehouse/loyalty/ and "
+        "seeds/loyalty_rules.csv.",
+        deps=[table_key(source) for source in LOYALTY_INPUTS],
+    )
+
+
 @dg.multi_asset(
     name="loyalty_points",
-    specs=[
-        dg.AssetSpec(
-            key=table_key(table),
-            group_name="marts",
-            kinds={"python", "duckdb"},
-            description=f"`{table}`: {text} Rules: customer_warehouse/loyalty/ and "
-            "seeds/loyalty_rules.csv.",
-            deps=[table_key(source) for source in LOYALTY_INPUTS],
-        )
-        for table, text in LOYALTY_OUTPUTS.items()
-    ],
+    specs=[_output_spec(table, text) for table, text in LOYALTY_OUTPUTS.items()],
     check_specs=LOYALTY_CHECK_SPECS,
     can_subset=False,
     pool=WRITER_POOL,
