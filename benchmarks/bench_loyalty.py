@@ -25,6 +25,7 @@ from pathlib import Path
 import duckdb
 
 from customer_warehouse import loyalty
+from customer_warehouse.warehouse import read_as_of_date
 
 
 def _cpu() -> float:
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copy(args.warehouse, work)
     try:
         with duckdb.connect(str(work)) as con:
-            as_of = loyalty.read_as_of_date(con)
+            as_of = read_as_of_date(con)
             orders = con.execute(f"select count(*) from {loyalty.ORDERS_TABLE}").fetchone()[0]
             customers = con.execute(
                 f"select count(distinct customer_id) from {loyalty.ORDERS_TABLE}"

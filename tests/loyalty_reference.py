@@ -5,7 +5,7 @@ This is the former ``customer_warehouse.loyalty.compute_ledger`` (a Python loop 
 customer's events, lots in a list, expiries in a heap), extended with the rules the
 append-only ledger added: pending points (``pending_days``), lots in the order they became
 available with expiry counted from then, manual adjustments, and the available balance for
-redemptions. It follows the module docstring of customer_warehouse.loyalty literally and
+redemptions. It follows the package docstring of customer_warehouse.loyalty literally and
 shares no code with it, so an equal result is evidence, not a tautology. It computes one run
 as of a date (the full recompute); the posting windows are tested separately.
 """
@@ -22,7 +22,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, NamedTuple
 
-from customer_warehouse.loyalty import LEVELS_TABLE, LoyaltyRules, _decimal
+from customer_warehouse.loyalty import LEVELS_TABLE, LoyaltyRules
+from customer_warehouse.loyalty.rules import to_decimal as _decimal
 
 EARNING_STATUSES = frozenset({"completed", "cancelled", "refunded"})
 CLAWBACK_STATUSES = frozenset({"cancelled", "refunded"})
@@ -126,29 +127,31 @@ class _Lot:
 
 def compute_ledger(events: CustomerEvents, rules: LoyaltyRules, as_of_date: date) -> LedgerResult:
     """One customer's ledger, refused redemptions and balance as of the end of ``as_of_date``."""
-    customer_id = events.customer_id
     as_of_end = datetime.combine(as_of_date + timedelta(days=1), time())
+    book = _Book(events.customer_id, rules, events.birth_month)
+    for moment, _rank, reference, kind, payload in event_queue(events, as_of_end):
+        book.expire_until(moment, inclusive=True)
+        if kind == "earn":
+            book.earn(moment, reference, payload)
+        elif kind == "redeem":
+            book.redeem(moment, reference, payload)
+        elif kind == "clawback":
+            book.claw_back(moment, reference, payload)
+        else:
+            book.adjust(moment, reference, payload)
+    book.expire_until(as_of_end, inclusive=False)
+    balance = balance_row(events.customer_id, book.ledger, book.lots, as_of_date, rules)
+    return LedgerResult(book.ledger, book.rejects, balance)
+
+
+def event_queue(events: CustomerEvents, as_of_end: datetime) -> list[tuple]:
+    """The customer's events before ``as_of_end`` in judging order: (moment, rank, reference,
+    kind, payload); the orders are checked on the way."""
     queue: list[tuple[datetime, int, str, str, Any]] = []
     seen_orders: set[str] = set()
     for order in events.orders:
-        check_order(customer_id, order, seen_orders)
-        ordered_at = utc_naive(order.ordered_at)
-        if ordered_at >= as_of_end:
-            continue
-        queue.append((ordered_at, RANK["earn"], order.order_id, "earn", order))
-        if order.status.strip().lower() in CLAWBACK_STATUSES:
-            changed = utc_naive(order.status_changed_at) if order.status_changed_at else None
-            note = None
-            if changed is None:
-                changed, note = (
-                    ordered_at,
-                    "status_changed_at missing: clawback dated at ordered_at",
-                )
-            elif changed < ordered_at:
-                changed = ordered_at
-                note = "status_changed_at before ordered_at: clawback dated at ordered_at"
-            if changed < as_of_end:
-                queue.append((changed, RANK["clawback"], order.order_id, "clawback", note))
+        check_order(events.customer_id, order, seen_orders)
+        queue += _order_events(order, as_of_end)
     for redemption in events.redemptions:
         redeemed_at = utc_naive(redemption.redeemed_at)
         if redeemed_at < as_of_end:
@@ -157,37 +160,59 @@ def compute_ledger(events: CustomerEvents, rules: LoyaltyRules, as_of_date: date
             )
     for adjustment in events.adjustments:
         if adjustment.adjusted_at < as_of_end:
-            queue.append(
-                (
-                    adjustment.adjusted_at,
-                    RANK["adjust"],
-                    adjustment.adjustment_id,
-                    "adjust",
-                    adjustment,
-                )
-            )
+            rank, reference = RANK["adjust"], adjustment.adjustment_id
+            queue.append((adjustment.adjusted_at, rank, reference, "adjust", adjustment))
     # Python's sort is stable: equal keys keep their input order (duplicate redemption ids at
     # the same instant are judged in that order, as the set-based ledger orders them by points).
     queue.sort(key=lambda item: (item[0], item[1], item[2], _points_key(item)))
+    return queue
 
-    ledger: list[LedgerRow] = []
-    rejects: list[RedemptionReject] = []
-    lots: list[_Lot] = []  # kept sorted by key: the line, oldest available first
-    lot_of_order: dict[str, _Lot] = {}
-    expiry_heap: list[tuple[datetime, tuple, int]] = []
-    seen_redemptions: set[str] = set()
-    balance = 0
-    created: list[_Lot] = []
 
-    def add_row(moment: datetime, kind: str, points: int, ref: str, **extra: Any) -> None:
-        nonlocal balance
-        balance += points
+def _order_events(order: Order, as_of_end: datetime) -> list[tuple]:
+    """An order's earn and, when cancelled or refunded, its clawback (with the date's note)."""
+    ordered_at = utc_naive(order.ordered_at)
+    if ordered_at >= as_of_end:
+        return []
+    found: list[tuple] = [(ordered_at, RANK["earn"], order.order_id, "earn", order)]
+    if order.status.strip().lower() in CLAWBACK_STATUSES:
+        changed = utc_naive(order.status_changed_at) if order.status_changed_at else None
+        note = None
+        if changed is None:
+            changed, note = (
+                ordered_at,
+                "status_changed_at missing: clawback dated at ordered_at",
+            )
+        elif changed < ordered_at:
+            changed = ordered_at
+            note = "status_changed_at before ordered_at: clawback dated at ordered_at"
+        if changed < as_of_end:
+            found.append((changed, RANK["clawback"], order.order_id, "clawback", note))
+    return found
+
+
+class _Book:
+    """One customer's state while the events are judged: the ledger so far, the refusals, the
+    line of lots (sorted by key, oldest available first) and the expiries still to come."""
+
+    def __init__(self, customer_id: str, rules: LoyaltyRules, birth_month: int | None) -> None:
+        self.customer_id, self.rules, self.birth_month = customer_id, rules, birth_month
+        self.ledger: list[LedgerRow] = []
+        self.rejects: list[RedemptionReject] = []
+        self.lots: list[_Lot] = []  # kept sorted by key: the line, oldest available first
+        self.lot_of_order: dict[str, _Lot] = {}
+        self.expiry_heap: list[tuple[datetime, tuple, int]] = []
+        self.seen_redemptions: set[str] = set()
+        self.balance = 0
+        self.created: list[_Lot] = []
+
+    def add_row(self, moment: datetime, kind: str, points: int, ref: str, **extra: Any) -> None:
+        self.balance += points
         prefix = "expire:adjust:" if kind == "expire" and extra.get("adjustment_id") else None
-        ledger.append(
+        self.ledger.append(
             LedgerRow(
                 movement_id=(prefix or f"{kind}:") + ref,
-                customer_id=customer_id,
-                movement_seq=len(ledger) + 1,
+                customer_id=self.customer_id,
+                movement_seq=len(self.ledger) + 1,
                 occurred_at=moment,
                 movement_type=kind,
                 points=points,
@@ -197,27 +222,26 @@ def compute_ledger(events: CustomerEvents, rules: LoyaltyRules, as_of_date: date
                 is_birthday_month=extra.get("is_birthday_month"),
                 lot_expires_at=extra.get("lot_expires_at"),
                 points_shortfall=extra.get("points_shortfall"),
-                balance_after=balance,
+                balance_after=self.balance,
                 note=extra.get("note"),
                 adjustment_id=extra.get("adjustment_id"),
                 available_at=extra.get("available_at"),
             )
         )
 
-    def available(moment: datetime) -> int:
-        return sum(lot.remaining for lot in lots if lot.available_at <= moment)
+    def available(self, moment: datetime) -> int:
+        return sum(lot.remaining for lot in self.lots if lot.available_at <= moment)
 
-    def expire_until(moment: datetime, inclusive: bool) -> None:
-        while expiry_heap and (
-            expiry_heap[0][0] <= moment if inclusive else expiry_heap[0][0] < moment
-        ):
-            expires_at, _key, index = heapq.heappop(expiry_heap)
-            lot = created[index]
+    def expire_until(self, moment: datetime, inclusive: bool) -> None:
+        heap = self.expiry_heap
+        while heap and (heap[0][0] <= moment if inclusive else heap[0][0] < moment):
+            expires_at, _key, index = heapq.heappop(heap)
+            lot = self.created[index]
             if lot.clawed or lot.remaining == 0:
                 continue
             lot.expired, amount, lot.remaining = lot.remaining, lot.remaining, 0
             ref = lot.order_id or lot.adjustment_id
-            add_row(
+            self.add_row(
                 expires_at,
                 "expire",
                 -amount,
@@ -227,146 +251,139 @@ def compute_ledger(events: CustomerEvents, rules: LoyaltyRules, as_of_date: date
                 level=lot.level,
             )
 
-    def consume(amount: int, moment: datetime, skip: _Lot | None = None) -> int:
+    def consume(self, amount: int, moment: datetime) -> int:
         taken = 0
-        for lot in lots:
+        for lot in self.lots:
             if taken == amount:
                 break
-            if lot is skip or lot.remaining == 0 or lot.available_at > moment:
+            if lot.remaining == 0 or lot.available_at > moment:
                 continue
             step = min(lot.remaining, amount - taken)
             lot.remaining -= step
             taken += step
         return taken
 
-    def new_lot(lot: _Lot) -> None:
-        bisect.insort(lots, lot, key=lambda item: item.key)
-        created.append(lot)
+    def new_lot(self, key: tuple, ref: str, kind: str, points: int, level: str | None) -> _Lot:
+        """A lot (an earn or a positive adjustment) joins the line; its expiry is scheduled."""
+        months = self.rules.points_expiry_months
+        available_at = key[0]
+        lot = _Lot(
+            key=key,
+            order_id=ref if kind == "earn" else None,
+            adjustment_id=ref if kind == "adjust" else None,
+            available_at=available_at,
+            expires_at=add_months(available_at, months) if months else None,
+            points=points,
+            level=level,
+            remaining=points,
+        )
+        bisect.insort(self.lots, lot, key=lambda item: item.key)
+        self.created.append(lot)
         if lot.expires_at is not None:
-            heapq.heappush(expiry_heap, (lot.expires_at, lot.key, len(created) - 1))
+            heapq.heappush(self.expiry_heap, (lot.expires_at, lot.key, len(self.created) - 1))
+        return lot
 
-    def expiry_of(available_at: datetime) -> datetime | None:
-        months = rules.points_expiry_months
-        return add_months(available_at, months) if months else None
+    def earn(self, moment: datetime, reference: str, order: Order) -> None:
+        points, is_birthday, note = earned_points(order, self.rules, self.birth_month)
+        if points == 0:
+            return
+        available_at = moment + timedelta(days=self.rules.pending_days)
+        key = (available_at, moment, RANK["earn"], reference)
+        lot = self.new_lot(key, reference, "earn", points, order.membership_level_at_order)
+        self.lot_of_order[reference] = lot
+        self.add_row(
+            moment,
+            "earn",
+            points,
+            reference,
+            order_id=reference,
+            level=lot.level,
+            is_birthday_month=is_birthday,
+            lot_expires_at=lot.expires_at,
+            available_at=available_at,
+            note=note,
+        )
 
-    for moment, _rank, reference, kind, payload in queue:
-        expire_until(moment, inclusive=True)
-        if kind == "earn":
-            points, is_birthday, note = earned_points(payload, rules, events.birth_month)
-            if points == 0:
-                continue
-            available_at = moment + timedelta(days=rules.pending_days)
-            lot = _Lot(
-                key=(available_at, moment, RANK["earn"], reference),
-                order_id=reference,
-                adjustment_id=None,
-                available_at=available_at,
-                expires_at=expiry_of(available_at),
-                points=points,
-                level=payload.membership_level_at_order,
-                remaining=points,
+    def redeem(self, moment: datetime, reference: str, redemption: Redemption) -> None:
+        requested = whole_points(redemption.points)
+        reason = None
+        open_points = self.available(moment)
+        if reference in self.seen_redemptions:
+            reason = "duplicate_redemption_id"
+        elif requested is None or requested <= 0:
+            reason = "invalid_points"
+        elif requested > open_points:
+            reason = "insufficient_balance"
+        self.seen_redemptions.add(reference)
+        if reason is not None:
+            self.rejects.append(
+                RedemptionReject(
+                    reference, self.customer_id, moment, requested, reason, open_points
+                )
             )
-            new_lot(lot)
-            lot_of_order[reference] = lot
-            add_row(
+            return
+        self.consume(requested, moment)
+        self.add_row(moment, "redeem", -requested, reference, redemption_id=reference)
+
+    def claw_back(self, moment: datetime, reference: str, date_note: str | None) -> None:
+        lot = self.lot_of_order.get(reference)
+        if lot is None:
+            return
+        due = lot.points - lot.expired
+        from_own = min(lot.remaining, due)
+        lot.remaining -= from_own
+        lot.clawed = True
+        self.lots.remove(lot)
+        taken = from_own + self.consume(due - from_own, moment)
+        shortfall = lot.points - taken
+        notes = [date_note] if date_note else []
+        if shortfall:
+            notes.append(
+                f"order earned {lot.points} points, {shortfall} could not be taken back "
+                f"({lot.expired} had already expired, {due - taken} had been spent and the "
+                "available balance did not cover them)"
+            )
+        self.add_row(
+            moment,
+            "clawback",
+            -taken,
+            reference,
+            order_id=reference,
+            level=lot.level,
+            points_shortfall=shortfall,
+            note="; ".join(notes) or None,
+        )
+
+    def adjust(self, moment: datetime, reference: str, adjustment: Adjustment) -> None:
+        if adjustment.points > 0:
+            key = (moment, moment, RANK["adjust"], reference)
+            lot = self.new_lot(key, reference, "adjust", adjustment.points, None)
+            self.add_row(
                 moment,
-                "earn",
-                points,
+                "adjust",
+                adjustment.points,
                 reference,
-                order_id=reference,
-                level=lot.level,
-                is_birthday_month=is_birthday,
+                adjustment_id=reference,
                 lot_expires_at=lot.expires_at,
-                available_at=available_at,
-                note=note,
+                available_at=moment,
             )
-        elif kind == "redeem":
-            requested = whole_points(payload.points)
-            reason = None
-            open_points = available(moment)
-            if reference in seen_redemptions:
-                reason = "duplicate_redemption_id"
-            elif requested is None or requested <= 0:
-                reason = "invalid_points"
-            elif requested > open_points:
-                reason = "insufficient_balance"
-            seen_redemptions.add(reference)
-            if reason is not None:
-                rejects.append(
-                    RedemptionReject(reference, customer_id, moment, requested, reason, open_points)
-                )
-                continue
-            consume(requested, moment)
-            add_row(moment, "redeem", -requested, reference, redemption_id=reference)
-        elif kind == "clawback":
-            lot = lot_of_order.get(reference)
-            if lot is None:
-                continue
-            due = lot.points - lot.expired
-            from_own = min(lot.remaining, due)
-            lot.remaining -= from_own
-            lot.clawed = True
-            lots.remove(lot)
-            taken = from_own + consume(due - from_own, moment)
-            shortfall = lot.points - taken
-            notes = [payload] if payload else []
-            if shortfall:
-                notes.append(
-                    f"order earned {lot.points} points, {shortfall} could not be taken back "
-                    f"({lot.expired} had already expired, {due - taken} had been spent and the "
-                    "available balance did not cover them)"
-                )
-            add_row(
-                moment,
-                "clawback",
-                -taken,
-                reference,
-                order_id=reference,
-                level=lot.level,
-                points_shortfall=shortfall,
-                note="; ".join(notes) or None,
-            )
-        else:  # adjust
-            if payload.points > 0:
-                lot = _Lot(
-                    key=(moment, moment, RANK["adjust"], reference),
-                    order_id=None,
-                    adjustment_id=reference,
-                    available_at=moment,
-                    expires_at=expiry_of(moment),
-                    points=payload.points,
-                    level=None,
-                    remaining=payload.points,
-                )
-                new_lot(lot)
-                add_row(
-                    moment,
-                    "adjust",
-                    payload.points,
-                    reference,
-                    adjustment_id=reference,
-                    lot_expires_at=lot.expires_at,
-                    available_at=moment,
-                )
-            else:
-                wanted = -payload.points
-                taken = consume(wanted, moment)
-                add_row(
-                    moment,
-                    "adjust",
-                    -taken,
-                    reference,
-                    adjustment_id=reference,
-                    points_shortfall=wanted - taken,
-                    note=(
-                        f"adjustment of {payload.points} points: {wanted - taken} could not be "
-                        "taken (the available balance did not cover them)"
-                        if wanted > taken
-                        else None
-                    ),
-                )
-    expire_until(as_of_end, inclusive=False)
-    return LedgerResult(ledger, rejects, balance_row(customer_id, ledger, lots, as_of_date, rules))
+            return
+        wanted = -adjustment.points
+        taken = self.consume(wanted, moment)
+        self.add_row(
+            moment,
+            "adjust",
+            -taken,
+            reference,
+            adjustment_id=reference,
+            points_shortfall=wanted - taken,
+            note=(
+                f"adjustment of {adjustment.points} points: {wanted - taken} could not be "
+                "taken (the available balance did not cover them)"
+                if wanted > taken
+                else None
+            ),
+        )
 
 
 def _points_key(item: tuple) -> float:

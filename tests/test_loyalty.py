@@ -29,6 +29,7 @@ from customer_warehouse.loyalty import (
     post_ledger,
     rebuild_ledger,
 )
+from customer_warehouse.loyalty import settle as settlement
 
 from .loyalty_reference import (
     Adjustment,
@@ -817,7 +818,7 @@ def test_a_failure_leaves_every_table_as_it_was(
         def failing(*_args, **_kwargs):
             raise RuntimeError("boom while settling")
 
-        monkeypatch.setattr(loyalty, "_settle", failing)
+        monkeypatch.setattr(settlement, "settle", failing)
         with pytest.raises(RuntimeError, match="boom"):
             post_ledger(con, date(2025, 6, 30))
         assert read_outputs(con) == before

@@ -10,6 +10,7 @@ constants, so the lineage in the UI is what the code reads. The invariants are b
 import dagster as dg
 
 from customer_warehouse import loyalty
+from customer_warehouse.warehouse import AS_OF_TABLE
 from orchestration.defs.loyalty.checks import LOYALTY_CHECK_SPECS, evaluate_loyalty_checks
 from orchestration.defs.metadata import counts_markdown, table_key, table_metadata
 from orchestration.defs.resources import (
@@ -24,7 +25,7 @@ LOYALTY_INPUTS = (
     loyalty.BIRTH_MONTHS_TABLE,
     loyalty.REDEMPTIONS_TABLE,
     loyalty.ADJUSTMENTS_TABLE,
-    loyalty.AS_OF_TABLE,
+    AS_OF_TABLE,
     loyalty.LEVEL_GAPS_TABLE,
     loyalty.RULES_TABLE,
     loyalty.LEVELS_TABLE,
@@ -41,19 +42,21 @@ LOYALTY_OUTPUTS = {
 }
 
 
+def _output_spec(table: str, text: str) -> dg.AssetSpec:
+    """One of the four tables the run writes, with the loyalty inputs as its deps."""
+    return dg.AssetSpec(
+        key=table_key(table),
+        group_name="marts",
+        kinds={"python", "duckdb"},
+        description=f"`{table}`: {text} Rules: customer_warehouse/loyalty/ and "
+        "seeds/loyalty_rules.csv.",
+        deps=[table_key(source) for source in LOYALTY_INPUTS],
+    )
+
+
 @dg.multi_asset(
     name="loyalty_points",
-    specs=[
-        dg.AssetSpec(
-            key=table_key(table),
-            group_name="marts",
-            kinds={"python", "duckdb"},
-            description=f"`{table}`: {text} Rules: customer_warehouse/loyalty.py and "
-            "seeds/loyalty_rules.csv.",
-            deps=[table_key(source) for source in LOYALTY_INPUTS],
-        )
-        for table, text in LOYALTY_OUTPUTS.items()
-    ],
+    specs=[_output_spec(table, text) for table, text in LOYALTY_OUTPUTS.items()],
     check_specs=LOYALTY_CHECK_SPECS,
     can_subset=False,
     pool=WRITER_POOL,

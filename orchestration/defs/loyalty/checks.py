@@ -28,28 +28,34 @@ LEDGER_KEY = table_key(loyalty.LEDGER_TABLE)
 DAILY_KEY = table_key(loyalty.DAILY_TABLE)
 EXAMPLES = 5
 
+
+def _blocking_check(
+    name: str, asset: dg.AssetKey, dep: dg.AssetKey, description: str
+) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        name, asset=asset, additional_deps=[dep], description=description, blocking=True
+    )
+
+
 LOYALTY_CHECK_SPECS = [
-    dg.AssetCheckSpec(
+    _blocking_check(
         "balance_equals_ledger_sum",
-        asset=BALANCES_KEY,
-        additional_deps=[LEDGER_KEY],
-        description="points_balance = sum(points) of the customer's entries up to the as-of date.",
-        blocking=True,
+        BALANCES_KEY,
+        LEDGER_KEY,
+        "points_balance = sum(points) of the customer's entries up to the as-of date.",
     ),
-    dg.AssetCheckSpec(
+    _blocking_check(
         "no_negative_balance",
-        asset=LEDGER_KEY,
-        additional_deps=[BALANCES_KEY],
-        description="The running balance never goes below zero and matches balance_after; "
+        LEDGER_KEY,
+        BALANCES_KEY,
+        "The running balance never goes below zero and matches balance_after; "
         "movement_id is unique.",
-        blocking=True,
     ),
-    dg.AssetCheckSpec(
+    _blocking_check(
         "liability_matches_ledger",
-        asset=DAILY_KEY,
-        additional_deps=[LEDGER_KEY],
-        description="points_outstanding of each posted day = sum(points) of the entries up to it.",
-        blocking=True,
+        DAILY_KEY,
+        LEDGER_KEY,
+        "points_outstanding of each posted day = sum(points) of the entries up to it.",
     ),
 ]
 
