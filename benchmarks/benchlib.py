@@ -433,95 +433,111 @@ def add_daily_orders(
     rewritten as a full export of that day: changed rows in place, new rows appended.
     """
     files = orders_files(raw_dir)
-    relation = _relation(files)
     with duckdb.connect() as con:
-        con.execute(f"create table existing as select * from {relation}")
+        con.execute(f"create table existing as select * from {_relation(files)}")
         total = con.execute("select count(*) from existing").fetchone()[0]
         last_day = con.execute(
             f"select max(day) from ({_PLAUSIBLE_DAYS.format(source='existing')})"
         ).fetchone()[0]
         day = last_day + timedelta(days=1)
-        n_new = max(1, round(total * fraction))
-        n_changes = max(1, round(total * status_change_fraction))
         con.execute("select setseed(?)", [(seed % 1000) / 1000])
-        con.execute(
-            f"""
-            create table fresh as
-            with picked as (
-                select *, row_number() over () as n
-                from (select * from existing
-                      where coalesce(status, 'completed') = 'completed'
-                        and try_cast(ordered_at as timestamptz) is not null)
-                using sample reservoir({int(n_new)} rows) repeatable ({int(seed)})
-            )
-            select
-                'D' || strftime(?::date, '%Y%m%d') || '-' || lpad(cast(n as varchar), 9, '0')
-                    as order_id,
-                customer_id,
-                strftime(
-                    ?::date - cast(case when n % {max(1, round(1 / late_share))} = 0
-                                        then 1 + n % 7 else 0 end as integer)
-                    + to_seconds(cast(n * 7919 % 86400 as bigint)),
-                    '%Y-%m-%dT%H:%M:%S+00:00'
-                ) as ordered_at,
-                amount, currency, channel, 'completed' as status,
-                cast(null as varchar) as status_changed_at, discount_amount,
-                n % {max(1, round(1 / late_share))} = 0 as is_late
-            from picked
-            """,
-            [day, day],
-        )
-        con.execute(
-            f"""
-            create table changed as
-            select * replace (
-                'refunded' as status,
-                strftime(?::date + interval 12 hour, '%Y-%m-%dT%H:%M:%S+00:00')
-                    as status_changed_at
-            )
-            from (
-                select * from existing
-                where coalesce(status, 'completed') = 'completed'
-                  and cast(try_cast(ordered_at as timestamptz) as date)
-                      between ?::date - 60 and ?::date - 1
-                  -- one row per id: a re-sent order replaces exactly that order
-                  and order_id in (
-                      select order_id from existing group by order_id having count(*) = 1
-                  )
-            ) using sample reservoir({int(n_changes)} rows) repeatable ({int(seed) + 1})
-            """,
-            [day, day, day],
-        )
+        _pick_new_orders(con, day, max(1, round(total * fraction)), late_share, seed)
+        _pick_refunds(con, day, max(1, round(total * status_change_fraction)), seed + 1)
         late = con.execute("select count(*) from fresh where is_late").fetchone()[0]
         new_rows = con.execute("select count(*) from fresh").fetchone()[0]
         changes = con.execute("select count(*) from changed").fetchone()[0]
-        columns = [row[0] for row in con.execute("describe existing").fetchall()]
-        select = ", ".join(f'"{c}"' for c in columns)
         if deliveries:
             target = raw_dir / DELIVERIES_FOLDER / f"{day.isoformat()}.parquet"
-            sql = f"select {select} from fresh union all select {select} from changed"
-            mode, after = "delivery", total + new_rows
         else:
             target = files[0]
-            sql = f"""
-                select {select} from existing as e
-                where not exists (select 1 from changed as c where c.order_id = e.order_id)
-                union all select {select} from changed
-                union all select {select} from fresh
-            """
-            mode, after = "full_rerun", total + new_rows
-        scratch = target.with_name(f".{target.name}.partial")
-        con.execute(f"copy ({sql}) to {_sql_text(str(scratch))} (format parquet)")
-        os.replace(scratch, target)
+        _write_orders(con, target, full_export=not deliveries)
     return Delivery(
-        mode=mode,
+        mode="delivery" if deliveries else "full_rerun",
         path=target,
         delivery_date=day,
         new_orders=int(new_rows),
         late_orders=int(late),
         status_changes=int(changes),
-        total_orders_after=int(after),
+        total_orders_after=int(total + new_rows),
     )
+
+
+def _pick_new_orders(
+    con: duckdb.DuckDBPyConnection, day: date, count: int, late_share: float, seed: int
+) -> None:
+    """Table ``fresh``: ``count`` completed orders copied with new ids onto ``day``; one in
+    ``1 / late_share`` of them dated one to seven days earlier (``is_late``)."""
+    every = max(1, round(1 / late_share))
+    con.execute(
+        f"""
+        create table fresh as
+        with picked as (
+            select *, row_number() over () as n
+            from (select * from existing
+                  where coalesce(status, 'completed') = 'completed'
+                    and try_cast(ordered_at as timestamptz) is not null)
+            using sample reservoir({int(count)} rows) repeatable ({int(seed)})
+        )
+        select
+            'D' || strftime(?::date, '%Y%m%d') || '-' || lpad(cast(n as varchar), 9, '0')
+                as order_id,
+            customer_id,
+            strftime(
+                ?::date - cast(case when n % {every} = 0 then 1 + n % 7 else 0 end as integer)
+                + to_seconds(cast(n * 7919 % 86400 as bigint)),
+                '%Y-%m-%dT%H:%M:%S+00:00'
+            ) as ordered_at,
+            amount, currency, channel, 'completed' as status,
+            cast(null as varchar) as status_changed_at, discount_amount,
+            n % {every} = 0 as is_late
+        from picked
+        """,
+        [day, day],
+    )
+
+
+def _pick_refunds(con: duckdb.DuckDBPyConnection, day: date, count: int, seed: int) -> None:
+    """Table ``changed``: ``count`` completed orders of the 60 days before ``day`` (one row
+    per id), turned ``refunded`` at noon of ``day``."""
+    con.execute(
+        f"""
+        create table changed as
+        select * replace (
+            'refunded' as status,
+            strftime(?::date + interval 12 hour, '%Y-%m-%dT%H:%M:%S+00:00')
+                as status_changed_at
+        )
+        from (
+            select * from existing
+            where coalesce(status, 'completed') = 'completed'
+              and cast(try_cast(ordered_at as timestamptz) as date)
+                  between ?::date - 60 and ?::date - 1
+              -- one row per id: a re-sent order replaces exactly that order
+              and order_id in (
+                  select order_id from existing group by order_id having count(*) = 1
+              )
+        ) using sample reservoir({int(count)} rows) repeatable ({int(seed)})
+        """,
+        [day, day, day],
+    )
+
+
+def _write_orders(con: duckdb.DuckDBPyConnection, target: Path, *, full_export: bool) -> None:
+    """A delivery holds ``fresh`` and ``changed``; a full export is every existing order
+    with the changed ones replaced, plus ``fresh``. Written to a scratch file, then renamed."""
+    columns = [row[0] for row in con.execute("describe existing").fetchall()]
+    select = ", ".join(f'"{c}"' for c in columns)
+    sql = f"select {select} from fresh union all select {select} from changed"
+    if full_export:
+        sql = f"""
+            select {select} from existing as e
+            where not exists (select 1 from changed as c where c.order_id = e.order_id)
+            union all select {select} from changed
+            union all select {select} from fresh
+        """
+    scratch = target.with_name(f".{target.name}.partial")
+    con.execute(f"copy ({sql}) to {_sql_text(str(scratch))} (format parquet)")
+    os.replace(scratch, target)
 
 
 # --------------------------------------------------------------------------------------------
