@@ -1,4 +1,4 @@
-"""Tests of the purchase-prediction logic (customer_warehouse/predictions.py).
+"""Tests of the purchase-prediction logic (the customer_warehouse.predictions package).
 
 Why these tests: a CLV model can look plausible and still be wrong, so every number is checked
 against something independent - parameter recovery on data simulated from known parameters,

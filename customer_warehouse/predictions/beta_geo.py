@@ -45,6 +45,7 @@ Formulas (x = frequency, t_x = recency, T, all in the time unit; t = horizon in 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
@@ -63,9 +64,10 @@ from customer_warehouse.predictions.contract import (
     prepare_features,
 )
 from customer_warehouse.predictions.estimation import (
-    _fit_with_pymc,
+    LikelihoodGradient,
+    ModelFamily,
     _mle_fit,
-    use_project_compile_cache,
+    fit_family,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -179,17 +181,8 @@ def fit_bg_nbd_mle(
         if start
         else _bg_start(df["frequency"].to_numpy(), df["T"].to_numpy())
     )
-    return _mle_fit(
-        "bg_nbd",
-        BG_NBD_PARAMS,
-        lambda lt: _bg_ll_grad(lt, d),
-        x0,
-        d.n,
-        customers_used=len(df),
-        time_unit=time_unit,
-        as_of_date=as_of_date,
-        converge_tol_se=converge_tol_se,
-    )
+    ll_grad = functools.partial(_bg_ll_grad, d=d)
+    return _mle_fit(BG_NBD, ll_grad, x0, d.n, len(df), time_unit, as_of_date, converge_tol_se)
 
 
 def fit_bg_nbd(
@@ -216,40 +209,17 @@ def fit_bg_nbd(
     return _fit_bg_nbd(df, method, time_unit, as_of_date, mcmc_kwargs, converge_tol_se)
 
 
-def _fit_bg_nbd(
-    df: pd.DataFrame,
-    method: str,
-    time_unit: str,
-    as_of_date: date | str | None,
-    mcmc_kwargs: Mapping[str, Any] | None,
-    converge_tol_se: float = 0.05,
-) -> FitResult:
-    """``fit_bg_nbd`` on features already prepared (recency/T in ``time_unit``)."""
-    use_project_compile_cache()
-    from pymc_marketing.clv import BetaGeoModel
+def _bg_likelihood(frame: pd.DataFrame) -> LikelihoodGradient:
+    return functools.partial(
+        _bg_ll_grad, d=_BgData(frame["frequency"], frame["recency"], frame["T"], None)
+    )
 
-    # The ids do not matter for fitting; a range index keeps pymc's coords cheap.
-    frame = pd.DataFrame(
-        {
-            "customer_id": np.arange(len(df)),
-            "frequency": df["frequency"].to_numpy(),
-            "recency": df["recency"].to_numpy(),
-            "T": df["T"].to_numpy(),
-        }
-    )
-    d = _BgData(frame["frequency"], frame["recency"], frame["T"], None)
-    return _fit_with_pymc(
-        "bg_nbd",
-        BetaGeoModel,
-        BG_NBD_PARAMS,
-        frame,
-        lambda lt: _bg_ll_grad(lt, d),
-        method=method,
-        time_unit=time_unit,
-        as_of_date=as_of_date,
-        mcmc_kwargs=mcmc_kwargs,
-        converge_tol_se=converge_tol_se,
-    )
+
+BG_NBD = ModelFamily(
+    "bg_nbd", BG_NBD_PARAMS, "BetaGeoModel", ("frequency", "recency", "T"), _bg_likelihood
+)
+#: ``fit_bg_nbd`` on features already prepared (recency/T in ``time_unit``).
+_fit_bg_nbd = functools.partial(fit_family, BG_NBD)
 
 
 # --------------------------------------------------------------------------------------------

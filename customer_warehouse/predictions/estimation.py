@@ -18,6 +18,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -98,13 +99,60 @@ def _mle(ll_grad: LikelihoodGradient, start: np.ndarray, n: float) -> optimize.O
     )
 
 
+@dataclass(frozen=True)
+class ModelFamily:
+    """What the shared fitting code needs to know about one model family: its name in
+    ``clv_model_params``, its parameters, its pymc-marketing class (in ``pymc_marketing.clv``),
+    the feature columns that class reads, how to build this package's likelihood-and-gradient
+    function from those columns, and which customers the model can use."""
+
+    name: str
+    params: tuple[str, ...]
+    pymc_class: str
+    columns: tuple[str, ...]
+    likelihood: Callable[[pd.DataFrame], LikelihoodGradient]
+    #: The customers the model can use (may raise ``FitError`` when none is left).
+    usable: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+
+
+def fit_family(
+    family: ModelFamily,
+    df: pd.DataFrame,
+    method: str,
+    time_unit: str,
+    as_of_date: date | str | None,
+    mcmc_kwargs: Mapping[str, Any] | None,
+    converge_tol_se: float = 0.05,
+) -> FitResult:
+    """Fit ``family`` with pymc-marketing on prepared features (recency/T in ``time_unit``)."""
+    use_project_compile_cache()
+    import pymc_marketing.clv
+
+    if family.usable is not None:
+        df = family.usable(df)
+    # The ids do not matter for fitting; a range index keeps pymc's coords cheap.
+    frame = pd.DataFrame(
+        {"customer_id": np.arange(len(df)), **{c: df[c].to_numpy() for c in family.columns}}
+    )
+    return _fit_with_pymc(
+        family.name,
+        getattr(pymc_marketing.clv, family.pymc_class),
+        family.params,
+        frame,
+        family.likelihood(frame),
+        method=method,
+        time_unit=time_unit,
+        as_of_date=as_of_date,
+        mcmc_kwargs=mcmc_kwargs,
+        converge_tol_se=converge_tol_se,
+    )
+
+
 def _mle_fit(
-    model: Any,
-    names: tuple[str, ...],
+    family: ModelFamily,
     ll_grad: LikelihoodGradient,
     start: np.ndarray,
     n: float,
-    *,
     customers_used: int,
     time_unit: str,
     as_of_date: date | str | None,
@@ -112,11 +160,12 @@ def _mle_fit(
 ) -> FitResult:
     """Maximum likelihood with scipy on one of this package's likelihoods, as a ``FitResult``
     (``method = 'scipy_mle'``): the independent cross-check of the pymc-marketing fit."""
+    names = family.params
     res = _mle(ll_grad, start, n)
     diag = _diagnostics(ll_grad, res.x, names)
     diag["optimizer_message"] = str(res.message)
     return FitResult(
-        model=model,
+        model=family.name,  # type: ignore[arg-type]
         params=dict(zip(names, np.exp(res.x).tolist(), strict=True)),
         log_likelihood=float(ll_grad(res.x)[0]),
         customers_used=customers_used,

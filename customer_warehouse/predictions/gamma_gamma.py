@@ -16,6 +16,7 @@ parameters, also for customers the likelihood cannot use (x = 0 or m <= 0: popul
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
@@ -34,9 +35,10 @@ from customer_warehouse.predictions.contract import (
     prepare_features,
 )
 from customer_warehouse.predictions.estimation import (
-    _fit_with_pymc,
+    LikelihoodGradient,
+    ModelFamily,
     _mle_fit,
-    use_project_compile_cache,
+    fit_family,
 )
 
 #: Why a Gamma-Gamma fit is impossible (no usable customer).
@@ -128,17 +130,8 @@ def fit_gamma_gamma_mle(
     d = _GgData(gg["frequency"], gg["monetary_value"], None)
     mean_m = float(gg["monetary_value"].mean())
     x0 = np.log([1.0, 2.0, mean_m])  # population mean p v / (q - 1) = observed mean
-    return _mle_fit(
-        "gamma_gamma",
-        GAMMA_GAMMA_PARAMS,
-        lambda lt: _gg_ll_grad(lt, d),
-        x0,
-        d.n,
-        customers_used=len(gg),
-        time_unit=time_unit,
-        as_of_date=as_of_date,
-        converge_tol_se=converge_tol_se,
-    )
+    ll_grad = functools.partial(_gg_ll_grad, d=d)
+    return _mle_fit(GAMMA_GAMMA, ll_grad, x0, d.n, len(gg), time_unit, as_of_date, converge_tol_se)
 
 
 def fit_gamma_gamma(
@@ -160,41 +153,30 @@ def fit_gamma_gamma(
     return _fit_gamma_gamma(df, method, time_unit, as_of_date, mcmc_kwargs, converge_tol_se)
 
 
-def _fit_gamma_gamma(
-    df: pd.DataFrame,
-    method: str,
-    time_unit: str,
-    as_of_date: date | str | None,
-    mcmc_kwargs: Mapping[str, Any] | None,
-    converge_tol_se: float = 0.05,
-) -> FitResult:
-    """``fit_gamma_gamma`` on features already prepared."""
-    use_project_compile_cache()
-    from pymc_marketing.clv import GammaGammaModel
-
+def _gg_fit_input(df: pd.DataFrame) -> pd.DataFrame:
+    """``_gg_input``, or ``FitError`` when nobody is left."""
     gg = _gg_input(df)
     if gg.empty:
         raise FitError(_NO_SPEND)
-    frame = pd.DataFrame(
-        {
-            "customer_id": np.arange(len(gg)),
-            "frequency": gg["frequency"].to_numpy(),
-            "monetary_value": gg["monetary_value"].to_numpy(),
-        }
+    return gg
+
+
+def _gg_likelihood(frame: pd.DataFrame) -> LikelihoodGradient:
+    return functools.partial(
+        _gg_ll_grad, d=_GgData(frame["frequency"], frame["monetary_value"], None)
     )
-    d = _GgData(frame["frequency"], frame["monetary_value"], None)
-    return _fit_with_pymc(
-        "gamma_gamma",
-        GammaGammaModel,
-        GAMMA_GAMMA_PARAMS,
-        frame,
-        lambda lt: _gg_ll_grad(lt, d),
-        method=method,
-        time_unit=time_unit,
-        as_of_date=as_of_date,
-        mcmc_kwargs=mcmc_kwargs,
-        converge_tol_se=converge_tol_se,
-    )
+
+
+GAMMA_GAMMA = ModelFamily(
+    "gamma_gamma",
+    GAMMA_GAMMA_PARAMS,
+    "GammaGammaModel",
+    ("frequency", "monetary_value"),
+    _gg_likelihood,
+    _gg_fit_input,
+)
+#: ``fit_gamma_gamma`` on features already prepared.
+_fit_gamma_gamma = functools.partial(fit_family, GAMMA_GAMMA)
 
 
 def gamma_gamma_expected_spend(params: Mapping[str, float], frequency, monetary_value):
