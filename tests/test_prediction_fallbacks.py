@@ -429,11 +429,10 @@ def build_warehouse(path: Path, tx: pd.DataFrame, as_of: date, prospects: int = 
     for schema in ("marts", "intermediate", "seeds"):
         con.execute(f"create schema {schema}")
     con.execute("create table intermediate.int_as_of_date as select ?::date as as_of_date", [as_of])
-    con.execute("""
-        create table seeds.churn_risk_bands as select * from (values
-            ('low', 0.70), ('medium', 0.40), ('high', 0.15), ('very_high', 0.0)
-        ) t(band, min_p_alive)
-    """)
+    con.execute(
+        "create table seeds.churn_risk_bands as select band, min_p_alive from read_csv(?)",
+        [str(P.CHURN_BANDS_SEED)],
+    )
     con.register("tx", tx)
     con.execute("""
         create table intermediate.int_orders_aggregated_to_customer_days as
