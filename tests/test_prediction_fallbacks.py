@@ -27,19 +27,13 @@ import pandas as pd
 import pytest
 
 from customer_warehouse import predictions as P
+from customer_warehouse.predictions import fitting
+from customer_warehouse.predictions.contract import NUMERIC_PREDICTION_COLUMNS
 
 AS_OF = date(2025, 6, 30)
 TRUTH = {"r": 0.25, "alpha": 30.0, "a": 0.8, "b": 2.5}
 GG_TRUTH = {"p": 6.0, "q": 4.0, "v": 15.0}
-NUMERIC = [
-    "p_alive",
-    "expected_purchases_30d",
-    "expected_purchases_90d",
-    "expected_purchases_365d",
-    "p_no_purchase_90d",
-    "expected_avg_order_value",
-    "clv_12m",
-]
+NUMERIC = list(NUMERIC_PREDICTION_COLUMNS)
 
 
 def features(x, tx, T, m=None, prefix: str = "c") -> pd.DataFrame:
@@ -284,7 +278,7 @@ def test_fit_library_failure_is_a_fallback(monkeypatch, simulated):
     def boom(*args, **kwargs):
         raise FloatingPointError("overflow in exp")
 
-    monkeypatch.setattr(P, "_fit_bg_nbd", boom)
+    monkeypatch.setattr(fitting, "_fit_bg_nbd", boom)
     run = P.run_predictions(simulated, AS_OF)
     assert run.bg_status.status == "fallback"
     assert "FloatingPointError: overflow in exp" in run.bg_status.reason
@@ -435,11 +429,10 @@ def build_warehouse(path: Path, tx: pd.DataFrame, as_of: date, prospects: int = 
     for schema in ("marts", "intermediate", "seeds"):
         con.execute(f"create schema {schema}")
     con.execute("create table intermediate.int_as_of_date as select ?::date as as_of_date", [as_of])
-    con.execute("""
-        create table seeds.churn_risk_bands as select * from (values
-            ('low', 0.70), ('medium', 0.40), ('high', 0.15), ('very_high', 0.0)
-        ) t(band, min_p_alive)
-    """)
+    con.execute(
+        "create table seeds.churn_risk_bands as select band, min_p_alive from read_csv(?)",
+        [str(P.CHURN_BANDS_SEED)],
+    )
     con.register("tx", tx)
     con.execute("""
         create table intermediate.int_orders_aggregated_to_customer_days as

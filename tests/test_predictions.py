@@ -1,4 +1,4 @@
-"""Tests of the purchase-prediction logic (customer_warehouse/predictions.py).
+"""Tests of the purchase-prediction logic (the customer_warehouse.predictions package).
 
 Why these tests: a CLV model can look plausible and still be wrong, so every number is checked
 against something independent - parameter recovery on data simulated from known parameters,
@@ -766,6 +766,32 @@ def test_summarize_transactions_uses_purchase_days():
     assert early.loc["a"].tolist() == [1, 10, 10, 20.0]
     with pytest.raises(ValueError, match="after calibration_end"):
         P.backtest(tx, "2024-01-31", "2024-01-01")
+
+
+def test_summarize_transactions_agrees_with_rfm_summary():
+    """The own summary keeps its arithmetic on purpose (customer_warehouse/predictions/summary.py)
+    but gives pymc-marketing's rfm_summary numbers: frequency, recency and T exactly, the
+    average repeat spend to floating-point precision."""
+    from pymc_marketing.clv.utils import rfm_summary
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    tx = pd.DataFrame(
+        {
+            "customer_id": rng.integers(0, 500, n),
+            "purchase_date": pd.Timestamp("2024-01-01")
+            + pd.to_timedelta(rng.integers(0, 400, n), unit="D"),
+            "value": rng.gamma(2.0, 30.0, n).round(2),
+        }
+    )
+    ours = P.summarize_transactions(tx, "2024-12-31")
+    theirs = rfm_summary(
+        tx, "customer_id", "purchase_date", "value", observation_period_end="2024-12-31"
+    ).sort_values("customer_id", ignore_index=True)
+    assert ours["customer_id"].tolist() == theirs["customer_id"].tolist()
+    for column in ("frequency", "recency", "T"):
+        assert ours[column].tolist() == theirs[column].tolist()
+    np.testing.assert_allclose(ours["monetary_value"], theirs["monetary_value"], atol=1e-9)
 
 
 def test_no_warnings_escape_from_scoring(scorer, sim):

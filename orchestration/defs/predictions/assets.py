@@ -16,8 +16,8 @@
   ``backtest_ran`` fails. A separate step: a backtest problem never blocks predictions.
 
 Both tables of a step are replaced in one transaction. The churn thresholds come from the
-seed ``churn_risk_bands``. Missing or broken input tables still fail at once
-(``fail_fast_on_data_errors``).
+seed ``churn_risk_bands`` (``predictions.read_churn_thresholds``). Missing or broken input
+tables still fail at once (``fail_fast_on_data_errors``).
 """
 
 import dagster as dg
@@ -48,8 +48,8 @@ from orchestration.defs.resources import (
 )
 
 FEATURES_TABLE = "marts.customer_features"
-CHURN_BANDS_TABLE = "seeds.churn_risk_bands"
-PURCHASE_DAYS_TABLE = "intermediate.int_orders_aggregated_to_customer_days"
+CHURN_BANDS_TABLE = predictions.CHURN_BANDS_TABLE
+PURCHASE_DAYS_TABLE = predictions.PURCHASE_DAYS_TABLE
 PREDICTIONS_TABLE = "marts.customer_predictions"
 PARAMS_TABLE = "marts.clv_model_params"
 BACKTEST_TABLE = "marts.prediction_backtest"
@@ -84,15 +84,6 @@ class BacktestConfig(dg.Config):
     time_unit: str = "day"
 
 
-def read_churn_thresholds(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
-    """The seed's thresholds. Its last band is named ``very_high`` where the predictions
-    module says ``lost``; both mean "below the high threshold", so only low/medium/high are
-    passed on."""
-    rows = con.execute(f"select band, min_p_alive from {CHURN_BANDS_TABLE}").df()
-    rows = rows[rows["band"].isin(["low", "medium", "high"])]
-    return predictions.churn_thresholds_from_rows(rows)
-
-
 @dg.multi_asset(
     name="customer_predictions",
     specs=[
@@ -125,33 +116,11 @@ def read_churn_thresholds(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
 def customer_predictions(
     context: dg.AssetExecutionContext, config: PredictionsConfig, warehouse: WarehouseResource
 ):
+    bounds = {k: (v[0], v[1]) for k, v in config.sane_bounds.items()} or None
     with warehouse.connect() as con:
-        with fail_fast_on_data_errors("Reading the prediction inputs"):
-            as_of = read_as_of_date(con)
-            features = predictions.read_customer_features(con, FEATURES_TABLE)
-            thresholds = read_churn_thresholds(con)
-        bounds = {k: (v[0], v[1]) for k, v in config.sane_bounds.items()} or None
-        scoring_error: str | None = None
-        with fail_fast_on_data_errors("Fitting the purchase models"):
-            try:
-                run = predictions.run_predictions(
-                    features,
-                    as_of,
-                    time_unit=config.time_unit,
-                    method=config.method,
-                    churn_thresholds=thresholds,
-                    batch_size=config.batch_size,
-                    max_fit_customers=config.max_fit_customers or None,
-                    bounds=bounds,
-                    min_customers=config.min_customers,
-                    min_repeat_customers=config.min_repeat_customers,
-                    min_history_days=config.min_history_days,
-                )
-            except predictions.FitError as exc:
-                # Fits that are not meaningful fall back inside run_predictions; a FitError
-                # here means scoring produced a non-finite number, which is a bug.
-                scoring_error = str(exc)
-        if scoring_error is not None:
+        as_of, features, thresholds = _read_prediction_inputs(con)
+        run, scoring_error = _fit_and_score(features, as_of, thresholds, bounds, config)
+        if run is None:
             # The failed check is recorded, the step fails with the reason, nothing is
             # written (the previous predictions stay) and nothing downstream runs.
             yield fit_check_result(None, error=scoring_error)
@@ -159,15 +128,50 @@ def customer_predictions(
                 description=f"Predictions not updated: {scoring_error}", allow_retries=False
             )
         replace_tables(con, {PREDICTIONS_TABLE: run.predictions, PARAMS_TABLE: run.params})
-        predictions_meta = table_metadata(con, PREDICTIONS_TABLE, with_preview=True)
-        params_meta = table_metadata(con, PARAMS_TABLE)
-        bands = value_counts(con, PREDICTIONS_TABLE, "churn_risk_band")
-        methods = value_counts(con, PREDICTIONS_TABLE, "prediction_method")
-        checks = evaluate_prediction_checks(con, PREDICTIONS_TABLE, expected_rows=len(features))
-        fit_check = fit_check_result(run, bounds=bounds, con=con, params_table=PARAMS_TABLE)
+        results = _prediction_results(con, run, as_of, expected_rows=len(features), bounds=bounds)
     for model, reason in run.fallback_reasons.items():
         context.log.warning(f"{model}: {reason}")
-    status_meta = {
+    yield from results
+
+
+def _read_prediction_inputs(con: duckdb.DuckDBPyConnection):
+    """The as-of date, the features and the seed's churn thresholds (missing tables fail)."""
+    with fail_fast_on_data_errors("Reading the prediction inputs"):
+        return (
+            read_as_of_date(con),
+            predictions.read_customer_features(con, FEATURES_TABLE),
+            predictions.read_churn_thresholds(con, CHURN_BANDS_TABLE),
+        )
+
+
+def _fit_and_score(features, as_of, thresholds, bounds, config: PredictionsConfig):
+    """``(run, None)``, or ``(None, reason)`` when scoring produced a non-finite number."""
+    with fail_fast_on_data_errors("Fitting the purchase models"):
+        try:
+            run = predictions.run_predictions(
+                features,
+                as_of,
+                time_unit=config.time_unit,
+                method=config.method,
+                churn_thresholds=thresholds,
+                batch_size=config.batch_size,
+                max_fit_customers=config.max_fit_customers or None,
+                bounds=bounds,
+                min_customers=config.min_customers,
+                min_repeat_customers=config.min_repeat_customers,
+                min_history_days=config.min_history_days,
+            )
+        except predictions.FitError as exc:
+            # Fits that are not meaningful fall back inside run_predictions; a FitError
+            # here means scoring produced a non-finite number, which is a bug.
+            return None, str(exc)
+    return run, None
+
+
+def _status_metadata(run: predictions.PredictionRun, as_of) -> dict:
+    """Metadata of both tables: the as-of date, the method, each model's status and reason."""
+    return {
+        "as_of_date": dg.MetadataValue.text(as_of.isoformat()),
         "prediction_method": dg.MetadataValue.text(run.scorer.method),
         **{f"{s.model}_fit_status": dg.MetadataValue.text(s.status) for s in run.statuses},
         "status_reasons": dg.MetadataValue.md(
@@ -177,42 +181,50 @@ def customer_predictions(
             )
         ),
     }
-    common = {"as_of_date": dg.MetadataValue.text(as_of.isoformat())}
-    yield dg.MaterializeResult(
-        asset_key=table_key(PREDICTIONS_TABLE),
-        metadata={
-            **predictions_meta,
-            **common,
-            **status_meta,
-            "churn_risk_band_counts": dg.MetadataValue.md(
-                counts_markdown(bands, "churn_risk_band", "customers")
-            ),
-            "prediction_method_counts": dg.MetadataValue.md(
-                counts_markdown(methods, "prediction_method", "customers")
-            ),
-            "total_clv_12m": dg.MetadataValue.float(float(run.predictions["clv_12m"].sum())),
-        },
-    )
+
+
+def _prediction_results(con, run: predictions.PredictionRun, as_of, *, expected_rows, bounds):
+    """The two materializations and the checks of the written tables."""
+    status_meta = _status_metadata(run, as_of)
+    bands = value_counts(con, PREDICTIONS_TABLE, "churn_risk_band")
+    methods = value_counts(con, PREDICTIONS_TABLE, "prediction_method")
     fitted = run.params[run.params["fit_status"] == "fitted"]
-    yield dg.MaterializeResult(
-        asset_key=table_key(PARAMS_TABLE),
-        metadata={
-            **params_meta,
-            **common,
-            **status_meta,
-            "parameters": dg.MetadataValue.md(
-                markdown_table(
-                    ["model", "parameter", "value", "converged"],
-                    fitted[["model", "parameter", "value", "converged"]].itertuples(index=False),
-                )
-                if not fitted.empty
-                else f"no model fitted (fallback {run.scorer.method}): see status_reasons"
-            ),
-        },
-    )
-    yield fit_check
-    yield fitted_models_check_result(run)
-    yield from checks
+    return [
+        dg.MaterializeResult(
+            asset_key=table_key(PREDICTIONS_TABLE),
+            metadata={
+                **table_metadata(con, PREDICTIONS_TABLE, with_preview=True),
+                **status_meta,
+                "churn_risk_band_counts": dg.MetadataValue.md(
+                    counts_markdown(bands, "churn_risk_band", "customers")
+                ),
+                "prediction_method_counts": dg.MetadataValue.md(
+                    counts_markdown(methods, "prediction_method", "customers")
+                ),
+                "total_clv_12m": dg.MetadataValue.float(float(run.predictions["clv_12m"].sum())),
+            },
+        ),
+        dg.MaterializeResult(
+            asset_key=table_key(PARAMS_TABLE),
+            metadata={
+                **table_metadata(con, PARAMS_TABLE),
+                **status_meta,
+                "parameters": dg.MetadataValue.md(
+                    markdown_table(
+                        ["model", "parameter", "value", "converged"],
+                        fitted[["model", "parameter", "value", "converged"]].itertuples(
+                            index=False
+                        ),
+                    )
+                    if not fitted.empty
+                    else f"no model fitted (fallback {run.scorer.method}): see status_reasons"
+                ),
+            },
+        ),
+        fit_check_result(run, bounds=bounds, con=con, params_table=PARAMS_TABLE),
+        fitted_models_check_result(run),
+        *evaluate_prediction_checks(con, PREDICTIONS_TABLE, expected_rows=expected_rows),
+    ]
 
 
 @dg.asset(
@@ -234,19 +246,11 @@ def prediction_backtest(
     with warehouse.connect() as con:
         with fail_fast_on_data_errors("The prediction backtest"):
             as_of = read_as_of_date(con)
-            transactions = con.execute(
-                f"select customer_id, purchase_date, revenue as value from {PURCHASE_DAYS_TABLE}"
-            ).df()
             bt = predictions.run_backtest(
-                transactions,
+                predictions.read_purchase_days(con, PURCHASE_DAYS_TABLE),
                 as_of,
-                holdout_days=config.holdout_days,
-                holdout_fraction=config.holdout_fraction,
-                min_calibration_days=config.min_calibration_days,
-                min_holdout_days=config.min_holdout_days,
-                time_unit=config.time_unit,
-                period_days=config.period_days,
-                churn_thresholds=read_churn_thresholds(con),
+                churn_thresholds=predictions.read_churn_thresholds(con, CHURN_BANDS_TABLE),
+                **config.model_dump(),
             )
             replace_tables(con, {BACKTEST_TABLE: bt.table})
         metadata = table_metadata(con, BACKTEST_TABLE)

@@ -41,15 +41,7 @@ FINITE_CHECK = "predictions_are_finite"
 BACKTEST_CHECK = "backtest_ran"
 MODELS = ("bg_nbd", "gamma_gamma")
 #: Numeric columns of marts.customer_predictions and the columns that are never NULL.
-NUMERIC_COLUMNS = (
-    "p_alive",
-    "expected_purchases_30d",
-    "expected_purchases_90d",
-    "expected_purchases_365d",
-    "p_no_purchase_90d",
-    "expected_avg_order_value",
-    "clv_12m",
-)
+NUMERIC_COLUMNS = predictions.NUMERIC_PREDICTION_COLUMNS
 NOT_NULL_COLUMNS = ("customer_id", "as_of_date", "churn_risk_band", "prediction_method")
 
 PREDICTION_CHECK_SPECS = [
@@ -97,6 +89,24 @@ BACKTEST_CHECK_SPECS = [
 ]
 
 
+def _check(
+    name: str,
+    key: dg.AssetKey,
+    passed: bool,
+    severity: dg.AssetCheckSeverity,
+    metadata: Mapping[str, dg.RawMetadataValue],
+    description: str | None,
+) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=name,
+        asset_key=key,
+        passed=passed,
+        severity=severity,
+        metadata=dict(metadata),
+        description=description,
+    )
+
+
 def _bounds_metadata(bounds: Mapping[str, tuple[float, float]] | None) -> dict:
     return {k: [float(v[0]), float(v[1])] for k, v in (bounds or {}).items()}
 
@@ -112,14 +122,8 @@ def fit_check_result(
     """The blocking fit check of a finished run (with ``con``: also of the written table), or
     failed with ``error`` when the run produced nothing (scoring gave a non-finite number)."""
     if run is None:
-        return dg.AssetCheckResult(
-            check_name=FIT_CHECK,
-            asset_key=PARAMS_KEY,
-            passed=False,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=error,
-            metadata={"error": dg.MetadataValue.text(error or "")},
-        )
+        error_meta = {"error": dg.MetadataValue.text(error or "")}
+        return _check(FIT_CHECK, PARAMS_KEY, False, dg.AssetCheckSeverity.ERROR, error_meta, error)
     problems: list[str] = []
     metadata: dict[str, dg.RawMetadataValue] = {"method": run.scorer.method}
     for status in run.statuses:
@@ -150,13 +154,13 @@ def fit_check_result(
         problems += _params_table_problems(con, params_table)
     if bounds:
         metadata["sane_bounds"] = dg.MetadataValue.json(_bounds_metadata(bounds))
-    return dg.AssetCheckResult(
-        check_name=FIT_CHECK,
-        asset_key=PARAMS_KEY,
-        passed=not problems,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata=metadata,
-        description="; ".join(problems)
+    return _check(
+        FIT_CHECK,
+        PARAMS_KEY,
+        not problems,
+        dg.AssetCheckSeverity.ERROR,
+        metadata,
+        "; ".join(problems)
         if problems
         else "Every model used for scoring converged with sane parameters."
         if run.bg_fit
@@ -202,13 +206,13 @@ def fitted_models_check_result(run: predictions.PredictionRun) -> dg.AssetCheckR
             metadata[f"{status.model}_rejected_params"] = dg.MetadataValue.json(
                 {name: repr(float(value)) for name, value in status.fit.params.items()}
             )
-    return dg.AssetCheckResult(
-        check_name=FITTED_CHECK,
-        asset_key=PARAMS_KEY,
-        passed=not reasons,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata=metadata,
-        description=" | ".join(f"{model}: {reason}" for model, reason in reasons.items())
+    return _check(
+        FITTED_CHECK,
+        PARAMS_KEY,
+        not reasons,
+        dg.AssetCheckSeverity.WARN,
+        metadata,
+        " | ".join(f"{model}: {reason}" for model, reason in reasons.items())
         if reasons
         else "BG/NBD and Gamma-Gamma fitted; predictions use bg_nbd.",
     )
@@ -224,20 +228,19 @@ def evaluate_prediction_checks(
     bad = int(
         scalar(con, f"select count(*) from {quote_table(table)} where {not_finite} or {is_null}")
     )
+    error = dg.AssetCheckSeverity.ERROR
+    coverage = {"rows": rows, "customers": distinct, "expected": expected_rows}
     return [
-        dg.AssetCheckResult(
-            check_name=COVERAGE_CHECK,
-            asset_key=PREDICTIONS_KEY,
-            passed=rows == distinct == expected_rows,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"rows": rows, "customers": distinct, "expected": expected_rows},
+        _check(
+            COVERAGE_CHECK,
+            PREDICTIONS_KEY,
+            rows == distinct == expected_rows,
+            error,
+            coverage,
+            None,
         ),
-        dg.AssetCheckResult(
-            check_name=FINITE_CHECK,
-            asset_key=PREDICTIONS_KEY,
-            passed=bad == 0,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"rows_with_nan_inf_or_null": bad},
+        _check(
+            FINITE_CHECK, PREDICTIONS_KEY, bad == 0, error, {"rows_with_nan_inf_or_null": bad}, None
         ),
     ]
 
@@ -263,11 +266,11 @@ def backtest_check_result(run: predictions.BacktestRun) -> dg.AssetCheckResult:
         )
         if run.reason:
             description += f" {run.reason}"
-    return dg.AssetCheckResult(
-        check_name=BACKTEST_CHECK,
-        asset_key=BACKTEST_KEY,
-        passed=not run.skipped,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata=metadata,
-        description=description,
+    return _check(
+        BACKTEST_CHECK,
+        BACKTEST_KEY,
+        not run.skipped,
+        dg.AssetCheckSeverity.WARN,
+        metadata,
+        description,
     )
