@@ -93,7 +93,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from customer_warehouse.raw_load import SOURCES_BY_NAME
+from customer_warehouse.ingestion.contract import SOURCES_BY_NAME
 
 # --------------------------------------------------------------------------------------------
 # Parameters and constants
@@ -386,7 +386,7 @@ COMMENTS = {
     ),
 }
 
-# The files follow the raw-data contract (customer_warehouse/raw_load.py) column for column.
+# The files follow the raw-data contract (ingestion/contract.py) column for column.
 ORDER_COLUMNS = SOURCES_BY_NAME["orders"].columns
 CUSTOMER_COLUMNS = SOURCES_BY_NAME["customers"].columns
 ITEM_COLUMNS = SOURCES_BY_NAME["order_items"].columns
