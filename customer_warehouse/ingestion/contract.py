@@ -34,8 +34,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 RAW_SCHEMA = "raw"
-
-
 # Provenance and load columns after the contract's columns, in this order, in every raw table.
 LOAD_COLUMNS = (
     "_source_file",
@@ -49,39 +47,19 @@ LOAD_COLUMNS = (
 
 # The bookkeeping of every file ever loaded (one row per file name and content) and its states.
 DELIVERIES_TABLE = f"{RAW_SCHEMA}.deliveries"
-
-
 LOADED = "loaded"  # its rows are in the raw table now
-
-
 REPLACED = "replaced"  # a later content of the same file name took its rows' place
-
-
 REMOVED = "removed"  # the file left the folder: its rows left the raw table
-
-
 DELIVERY_SUFFIXES = frozenset({".csv", ".parquet"})
-
-
 # `_load_error` codes (staging rejects every such row as `malformed_row`).
 TOO_MANY_FIELDS = "too_many_fields"
-
-
 TOO_FEW_FIELDS = "too_few_fields"
-
-
 BAD_QUOTING = "bad_quoting"
-
-
 # A single CSV record (a line, or several when a quoted value holds line breaks) may be this
 # long. Far above any real row, so a field of several megabytes loads (and staging quarantines
 # it); a longer record is almost always a quote that is never closed.
 MAX_RECORD_BYTES = 256 * 1024 * 1024
-
-
 HEAD_BYTES = 1024 * 1024  # read to detect the encoding and to find the header line
-
-
 CHUNK_BYTES = 4 * 1024 * 1024  # streaming transcoding and scanning
 
 

@@ -34,11 +34,7 @@ from customer_warehouse.ingestion.files import DeliveryFile, file_sha256
 
 # A file modified this close to when it was last hashed is hashed again (see check_file).
 RACY_SECONDS = 2.0
-
-
 SQL_NOW = "cast(current_timestamp at time zone 'UTC' as timestamp)"
-
-
 DELIVERIES_DDL = f"""
 create table if not exists {DELIVERIES_TABLE} (
     source varchar,

@@ -21,8 +21,6 @@ from customer_warehouse.ingestion.contract import (
 
 # Auto-detected GB18030 must look like Chinese text (see _gb2312_share).
 MIN_GB2312_SHARE = 0.8
-
-
 ENCODING_LABELS = {"utf-8": "UTF-8", "utf-16": "UTF-16", "gb18030": "GB18030"}
 
 

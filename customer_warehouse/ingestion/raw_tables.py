@@ -180,7 +180,7 @@ def _write_load(
             _remove_file(con, spec, file)
         for item in plan.planned:
             if item.spec is spec:
-                _load_one(con, item, scratch, log)
+                _load_one(con, item, scratch=scratch, log=log)
         for check in plan.checks[spec.name]:
             if check.action == "unchanged" and check.sha256 is not None:
                 deliveries.record_unchanged(con, check)
@@ -246,6 +246,7 @@ def _remove_file(con: duckdb.DuckDBPyConnection, spec: SourceSpec, file: str) ->
 def _load_one(
     con: duckdb.DuckDBPyConnection,
     item: Planned,
+    *,
     scratch: Callable[[], Path],
     log: Callable[[str], None],
 ) -> None:

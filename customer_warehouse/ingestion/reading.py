@@ -33,8 +33,6 @@ from customer_warehouse.ingestion.files import sql_path
 from customer_warehouse.ingestion.structure import TIMESTAMP_TYPES, Planned, delimiter_text
 
 _REJECTS = "_cw_rejects"
-
-
 _REJECT_SCANS = "_cw_reject_scans"
 
 
@@ -71,11 +69,7 @@ def _drop_reject_tables(con: duckdb.DuckDBPyConnection) -> None:
 # SQL pieces on the rejects table: the record's text without the blank lines DuckDB puts in
 # front of it, and the byte offset where that text starts.
 _NEWLINES = "chr(13) || chr(10)"
-
-
 _RECORD_TEXT = f"rtrim(ltrim(csv_line, {_NEWLINES}), {_NEWLINES})"
-
-
 _RECORD_START = f"line_byte_position - 1 + length(csv_line) - length(ltrim(csv_line, {_NEWLINES}))"
 
 

@@ -40,8 +40,6 @@ DELIMITERS: tuple[tuple[str, str], ...] = (
 
 # DuckDB scalar types and how they become text (see docs/raw-data.md, "Parquet").
 TIMESTAMP_TYPES = frozenset({"timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns"})
-
-
 TEXT_CAST_TYPES = frozenset(
     {
         "varchar",

@@ -39,14 +39,8 @@ REJECT_REASONS: tuple[str, ...] = (
 
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("customer_id", "submitted_at", "nps", "satisfaction")
-
-
 OPTIONAL_COLUMNS: tuple[str, ...] = ("response_id", "comment", "need_tags")
-
-
 NPS_RANGE = (0, 10)
-
-
 SATISFACTION_RANGE = (1, 5)
 
 

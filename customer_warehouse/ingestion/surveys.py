@@ -79,46 +79,29 @@ from customer_warehouse.ingestion.survey_records import (
 
 SURVEY_SUFFIXES: frozenset[str] = frozenset({".csv", ".json"})
 
-# The file and record a row came from (responses and rejects both carry them).
-_FILE_ROW = [("source_file", pa.string()), ("source_row", pa.int32()), ("file_sha256", pa.string())]
+# Arrow types of the survey tables' columns, by DuckDB type name.
+_ARROW_TYPES = {name: arrow for arrow, name in warehouse.DUCKDB_TYPES.items()}
 
-_RESPONSE_SCHEMA = pa.schema(
-    [
-        ("response_id", pa.string()),
-        ("customer_id", pa.string()),
-        ("submitted_at", pa.timestamp("us")),
-        ("nps", pa.int32()),
-        ("satisfaction", pa.int32()),
-        ("comment", pa.string()),
-        ("need_tags", pa.string()),
-        ("unknown_need_tags", pa.string()),
-        *_FILE_ROW,
-        ("ingested_at", pa.timestamp("us")),
-    ]
+
+def _schema(columns: str) -> pa.Schema:
+    """``"name type, ..."`` (DuckDB type names) as an Arrow schema."""
+    pairs = (column.split() for column in columns.split(","))
+    return pa.schema([(name, _ARROW_TYPES[dtype]) for name, dtype in pairs])
+
+
+_RESPONSE_SCHEMA = _schema(
+    "response_id varchar, customer_id varchar, submitted_at timestamp, nps integer, "
+    "satisfaction integer, comment varchar, need_tags varchar, unknown_need_tags varchar, "
+    "source_file varchar, source_row integer, file_sha256 varchar, ingested_at timestamp"
 )
-
-_REJECT_SCHEMA = pa.schema(
-    [
-        *_FILE_ROW,
-        ("raw_record", pa.string()),
-        ("reject_reason", pa.string()),
-        ("ingested_at", pa.timestamp("us")),
-    ]
+_REJECT_SCHEMA = _schema(
+    "source_file varchar, source_row integer, file_sha256 varchar, raw_record varchar, "
+    "reject_reason varchar, ingested_at timestamp"
 )
-
-_FILES_SCHEMA = pa.schema(
-    [
-        ("source_file", pa.string()),
-        ("file_sha256", pa.string()),
-        ("rows", pa.int32()),
-        ("accepted", pa.int32()),
-        ("rejected", pa.int32()),
-        ("ingested_at", pa.timestamp("us")),
-        ("status", pa.string()),
-        ("error", pa.string()),
-    ]
+_FILES_SCHEMA = _schema(
+    "source_file varchar, file_sha256 varchar, rows integer, accepted integer, "
+    "rejected integer, ingested_at timestamp, status varchar, error varchar"
 )
-
 _TABLES = {
     "raw.survey_responses": _RESPONSE_SCHEMA,
     "raw.survey_rejects": _REJECT_SCHEMA,
