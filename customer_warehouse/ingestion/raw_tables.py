@@ -258,7 +258,7 @@ def _load_one(
     malformed = 0
     with delivery_named(file):
         if item.csv is not None:
-            malformed = stage_csv(con, item, scratch, delivery_named_log(file, log))
+            malformed = stage_csv(con, item, delivery_named_log(file, log), scratch)
         else:
             stage_parquet(con, item)
         con.execute(f"delete from {table} where _source_file = ?", [file.name])

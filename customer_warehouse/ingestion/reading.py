@@ -215,10 +215,11 @@ def _good_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
 def stage_csv(
     con: duckdb.DuckDBPyConnection,
     item: Planned,
-    scratch: Callable[[], Path],
     log: Callable[[str], None],
+    scratch: Callable[[], Path],
 ) -> int:
-    """Build `_loading` for a CSV file; return the number of malformed rows."""
+    """Build `_loading` for a CSV file; return the number of malformed rows. `scratch` gives
+    a path for a transcoded or normalized copy."""
     assert item.path is not None and item.csv is not None
     path, plan, spec = item.path, item.csv, item.spec
     variable = encoding_variable(spec.name)
