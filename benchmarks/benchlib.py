@@ -334,10 +334,10 @@ def loader_supports_deliveries(
     loaded into an in-memory DuckDB; one row in ``raw.orders`` means yes. Any error (today's
     loader: "has no orders.csv or orders.parquet") means no, with the reason."""
     if load is None:
-        from customer_warehouse import raw_load
+        from customer_warehouse import ingestion
 
         def load(con: duckdb.DuckDBPyConnection, folder: Path) -> Any:
-            return raw_load.load_raw(con, folder, log=lambda _: None, encodings={}, erasures=[])
+            return ingestion.load_raw(con, folder, log=lambda _: None, encodings={}, erasures=[])
 
     with tempfile.TemporaryDirectory(prefix="cw-bench-probe-") as folder:
         raw = Path(folder)

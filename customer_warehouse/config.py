@@ -39,7 +39,7 @@ DEFAULT_WAREHOUSE_PATH = PROJECT_DIR / "data" / "warehouse.duckdb"
 #: CRM contact lists go to exports/ beside the warehouse file unless CW_EXPORT_DIR says.
 EXPORT_DIR_NAME = "exports"
 DEFAULT_EXPORT_DIR = DEFAULT_WAREHOUSE_PATH.parent / EXPORT_DIR_NAME
-# The raw files of the contract (customer_warehouse.raw_load.SOURCES; a test keeps them equal).
+# The raw files of the contract (customer_warehouse.ingestion.SOURCES; a test keeps them equal).
 RAW_SOURCE_NAMES = (
     "orders",
     "customers",

@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 
 from customer_warehouse.config import MAX_RAW_AGE_VARIABLE
-from customer_warehouse.surveys import SURVEY_SUFFIXES
+from customer_warehouse.ingestion.surveys import SURVEY_SUFFIXES
 
 #: Raw file suffixes of the shop exports (the survey folder: surveys.SURVEY_SUFFIXES).
 EXPORT_SUFFIXES = (".csv", ".parquet")

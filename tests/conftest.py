@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from customer_warehouse import raw_load
+from customer_warehouse import ingestion
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -89,8 +89,8 @@ def build_warehouse(
     work_dir.mkdir(parents=True, exist_ok=True)
     path = work_dir / "warehouse.duckdb"
     with duckdb.connect(str(path)) as con:
-        raw_load.load_raw(con, raw_dir, log=lambda _line: None, encodings=encodings or {})
-        raw_load.ensure_survey_tables(con)
+        ingestion.load_raw(con, raw_dir, log=lambda _line: None, encodings=encodings or {})
+        ingestion.ensure_survey_tables(con)
     env = dbt_env(path, work_dir, raw_dir, CW_AS_OF_DATE=as_of_date)
     args = ["build", "--log-level-file", "warn"]
     if exclude_unit_tests:

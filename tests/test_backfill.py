@@ -28,8 +28,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from customer_warehouse import demo, raw_load, surveys
+from customer_warehouse import demo, ingestion
 from customer_warehouse import tier_history as th
+from customer_warehouse.ingestion import surveys
 
 from .conftest import PROJECT_DIR
 from .dagster_job import TEST_PII_KEY, isolated_dbt_paths, run_job, step_failures
@@ -142,7 +143,7 @@ def defs(dbt_paths, raw_dir, warehouse) -> dg.Definitions:
 def _loaded_warehouse(path: Path, raw: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(path)) as con:
-        raw_load.load_raw(con, raw, log=lambda _line: None)
+        ingestion.load_raw(con, raw, log=lambda _line: None)
         surveys.ingest_surveys(con, raw / "surveys")
     return path
 

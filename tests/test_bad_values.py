@@ -5,7 +5,7 @@ a BOM or GB18030, any of the four delimiters, LF or CRLF; or Parquet) in which e
 at most one planted defect from the classes a real export brings: a line with too many or too
 few fields, numeric overflow, ``1e400``, ``NaN``, ``Infinity``, thousands separators, currency
 symbols, impossible calendar dates (30 February), years 0001 and 9999, control characters,
-oversized fields, missing values, unknown codes. Then the real thing runs: ``raw_load`` and a
+oversized fields, missing values, unknown codes. Then the real thing runs: ``ingestion`` and a
 full ``dbt build`` (every model and data test, as the Dagster job runs it). The invariants:
 
 * the build succeeds (no value can make a model or a test error);
@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from customer_warehouse import raw_load
+from customer_warehouse import ingestion
 
 from .conftest import build_warehouse
 
@@ -53,7 +53,7 @@ MAX_ORDER_AMOUNT = Decimal("1000000")
 CENT = Decimal("0.01")
 RATES = {"CNY": Decimal("1"), "USD": Decimal("7.2"), "HKD": Decimal("0.92")}
 CONTROL = ["\x00", "\x07", "\x1b", "\x7f", "\x0c"]
-SOURCES = [spec.name for spec in raw_load.SOURCES]
+SOURCES = [spec.name for spec in ingestion.SOURCES]
 
 # --------------------------------------------------------------------------------------------
 # Values: (text written to the file, reject reason it must cause or None, parsed value)
@@ -434,4 +434,4 @@ def test_raw_contract_columns_match_the_generator() -> None:
                        "full_name", "marketing_consent"]),
         ("order_items", ["order_id", "product_id", "quantity", "unit_price"]),
     ):  # fmt: skip
-        assert set(columns) <= set(raw_load.SOURCES_BY_NAME[source].columns)
+        assert set(columns) <= set(ingestion.SOURCES_BY_NAME[source].columns)

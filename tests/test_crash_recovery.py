@@ -32,13 +32,14 @@ import pytest
 from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 
-from customer_warehouse import raw_load, surveys, tier_report
+from customer_warehouse import ingestion, tier_report
 from customer_warehouse.config import (
     DEFAULT_POOL_WAIT_TIMEOUT_S,
     ConfigError,
     load_settings,
     parse_pool_wait_timeout,
 )
+from customer_warehouse.ingestion import surveys
 from orchestration.defs.resources import (
     REBUILD_COMMAND,
     WRITER_POOL,
@@ -283,7 +284,7 @@ _KILL_AFTER_RESPONSES = textwrap.dedent(
     """
     import os, signal, sys
     import duckdb
-    from customer_warehouse import surveys
+    from customer_warehouse.ingestion import surveys
 
     insert = surveys._insert
 
@@ -403,7 +404,7 @@ def test_set_aside_keeps_the_damaged_file_and_refuses_while_it_is_open(tmp_path)
 def _raw_layer_reference(raw_dir: Path, path: Path) -> dict[str, tuple[int, int]]:
     """The raw layer as an uninterrupted run writes it: the assets call exactly these two."""
     with duckdb.connect(str(path)) as con:
-        raw_load.load_raw(con, raw_dir)
+        ingestion.load_raw(con, raw_dir)
         surveys.ingest_surveys(con, raw_dir / "surveys")
     return harness.warehouse_checksums(path)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from customer_warehouse import config, privacy, raw_load
+from customer_warehouse import config, ingestion, privacy
 from customer_warehouse.config import ConfigError, load_settings
 
 from .conftest import FIXTURES, PROJECT_DIR, STAGING_SELECTION, build_warehouse
@@ -141,4 +141,4 @@ def test_every_cw_variable_in_the_code_is_covered():
     found |= set(re.findall(r"env_var\('(CW_[A-Z_]+)'", (PROJECT_DIR / "profiles.yml").read_text()))
     found.discard(config.ENCODING_VARIABLE + "_")  # prefix of the per-file variables
     assert found <= set(VARIABLES), sorted(found - set(VARIABLES))
-    assert raw_load  # the loader reads paths through _sql_path; covered by the build test
+    assert ingestion  # the loader reads paths through files.sql_path; covered by the build test

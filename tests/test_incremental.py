@@ -27,7 +27,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from customer_warehouse import demo, raw_load
+from customer_warehouse import demo, ingestion
+from customer_warehouse.ingestion import deliveries
 
 from .conftest import STAGING_SPLITS, Warehouse, dbt_env
 
@@ -237,11 +238,11 @@ def _plus(amount: str, extra: int) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _load(raw: Path, path: Path) -> list[raw_load.LoadedSource]:
+def _load(raw: Path, path: Path) -> list[ingestion.LoadedSource]:
     with duckdb.connect(str(path)) as con:
-        loaded = raw_load.load_raw(con, raw, log=lambda _line: None, encodings={})
-        raw_load.ensure_survey_tables(con)
-        from customer_warehouse import surveys
+        loaded = ingestion.load_raw(con, raw, log=lambda _line: None, encodings={})
+        ingestion.ensure_survey_tables(con)
+        from customer_warehouse.ingestion import surveys
 
         surveys.ingest_surveys(con, raw / "surveys")
     return loaded
@@ -344,7 +345,7 @@ def scenario(tmp_path_factory):
     dbt = InProcessDbt(base)
     outputs: dict[str, str] = {}
     results: dict[str, list] = {}
-    loads: dict[str, list[raw_load.LoadedSource]] = {}
+    loads: dict[str, list[ingestion.LoadedSource]] = {}
     batches: dict[str, dict[str, tuple[int, int]]] = {}
     for day in DAYS:
         shop.deliver(raw, day)
@@ -608,7 +609,7 @@ def _raw_load(raw: Path, db: Path, log: Callable[[str], None] | None = None):
     with duckdb.connect(str(db)) as con:
         return {
             s.source: s
-            for s in raw_load.load_raw(
+            for s in ingestion.load_raw(
                 con, raw, log=log or (lambda _line: None), encodings={}, erasures=[]
             )
         }
@@ -637,8 +638,8 @@ def test_loading_the_same_folder_twice_reads_nothing_and_adds_nothing(tmp_path, 
         con.execute("update raw.deliveries set verified_at = verified_at + interval 1 hour")
     bookkeeping = _table(db, "select * from raw.deliveries order by all")
     hashed: list[Path] = []
-    real_hash = raw_load.file_sha256
-    monkeypatch.setattr(raw_load, "file_sha256", lambda p: hashed.append(p) or real_hash(p))
+    real_hash = ingestion.file_sha256
+    monkeypatch.setattr(deliveries, "file_sha256", lambda p: hashed.append(p) or real_hash(p))
     again = _raw_load(raw, db)["orders"]
     assert hashed == []  # not even read
     assert again.unchanged_files == ["orders/2025-01-01.csv"] and again.new_files == []
@@ -687,7 +688,7 @@ def test_a_broken_delivery_changes_nothing_and_is_named_with_its_folder(tmp_path
     before = _table(db, "select * from raw.deliveries order by all")
     _orders(raw, "2025-01-02.csv", "A2,c2,2025-01-02,20,,")
     (raw / "orders" / "2025-01-03.csv").write_text("order_id,amount\nA3,1\n")
-    with pytest.raises(raw_load.RawDataError, match=r"^orders/2025-01-03.csv: missing required"):
+    with pytest.raises(ingestion.RawDataError, match=r"^orders/2025-01-03.csv: missing required"):
         _raw_load(raw, db)
     assert _table(db, "select * from raw.deliveries order by all") == before
     assert _table(db, "select order_id from raw.orders") == [("A1",)]
@@ -697,18 +698,18 @@ def test_a_full_export_and_a_delivery_folder_together_are_refused(tmp_path):
     raw, db = tmp_path / "raw", tmp_path / "w.duckdb"
     _orders(raw, "2025-01-01.csv", "A1,c1,2025-01-01,10,,")
     (raw / "orders.csv").write_text(ORDERS)
-    with pytest.raises(raw_load.RawDataError) as error:
+    with pytest.raises(ingestion.RawDataError) as error:
         _raw_load(raw, db)
     message = str(error.value)
     assert "both orders.csv and the folder orders/" in message
     assert "move it into orders/" in message and "orders/0000-00-00.csv" in message
     (raw / "orders.csv").unlink()
     (raw / "orders" / "2025-01-01.parquet").write_bytes(b"PAR1")
-    with pytest.raises(raw_load.RawDataError, match="both 2025-01-01.csv and 2025-01-01.parquet"):
+    with pytest.raises(ingestion.RawDataError, match="both 2025-01-01.csv and 2025-01-01.parquet"):
         _raw_load(raw, db)
     shutil.rmtree(raw / "orders")
     (raw / "orders").mkdir()
-    with pytest.raises(raw_load.RawDataError, match="holds no delivery"):
+    with pytest.raises(ingestion.RawDataError, match="holds no delivery"):
         _raw_load(raw, db)
 
 
@@ -740,7 +741,7 @@ def test_an_erasure_request_blanks_rows_loaded_before_it(tmp_path):
     )
     _raw_load(raw, db)
     with duckdb.connect(str(db)) as con:
-        raw_load.load_raw(
+        ingestion.load_raw(
             con, raw, log=lambda _: None, encodings={}, erasures=[privacy.ErasureRequest("c1")]
         )
     assert _table(db, "select customer_id, email, full_name from raw.customers order by 1") == [

@@ -22,7 +22,7 @@ import duckdb
 import pytest
 from dagster_dbt import DbtProject
 
-from customer_warehouse import loyalty, privacy, raw_load, serving
+from customer_warehouse import ingestion, loyalty, privacy, serving
 from orchestration.defs import build_definitions
 from orchestration.defs.dbt.project import dbt_target_path, manifest_is_current
 from orchestration.defs.loyalty.assets import LOYALTY_OUTPUTS
@@ -342,7 +342,7 @@ def test_only_a_locked_warehouse_is_left_to_the_retry_policy(tmp_path):
         holder.communicate("", timeout=60)
     # ... any other error becomes a Failure that bypasses the retry policy.
     with pytest.raises(dg.Failure) as failure, fail_fast_on_data_errors("Loading x"):
-        raise raw_load.RawDataError("orders.csv: missing required column(s) amount")
+        raise ingestion.RawDataError("orders.csv: missing required column(s) amount")
     assert failure.value.allow_retries is False
     assert "Loading x failed: orders.csv" in failure.value.description
     assert not is_lock_conflict(failure.value.description)

@@ -195,13 +195,13 @@ def test_erasure_requests_are_read_deduplicated_and_checked(tmp_path):
 
 
 def test_erased_personal_values_never_enter_the_raw_tables(tmp_path):
-    from customer_warehouse import raw_load
+    from customer_warehouse import ingestion
 
     raw = _raw(tmp_path, "customer_id\nc1\n")
     db = tmp_path / "w.duckdb"
     with duckdb.connect(str(db)) as con:
-        raw_load.load_raw(con, raw, log=lambda _: None, encodings={})
-        raw_load.load_raw(con, raw, log=lambda _: None, encodings={})  # a rerun: idempotent
+        ingestion.load_raw(con, raw, log=lambda _: None, encodings={})
+        ingestion.load_raw(con, raw, log=lambda _: None, encodings={})  # a rerun: idempotent
         customers = con.execute(
             "select customer_id, email, phone, full_name, birth_date, province "
             "from raw.customers order by 1"
@@ -223,7 +223,7 @@ def test_erased_personal_values_never_enter_the_raw_tables(tmp_path):
 
 
 def test_erasure_blanks_survey_free_text_already_ingested(tmp_path):
-    from customer_warehouse import surveys
+    from customer_warehouse.ingestion import surveys
 
     with duckdb.connect() as con:
         con.execute("create schema raw")

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from customer_warehouse import config, raw_load
+from customer_warehouse import config, ingestion
 from customer_warehouse.config import ConfigError, load_settings, parse_raw_encodings
-from customer_warehouse.raw_load import LOAD_COLUMNS, SOURCES, RawDataError, load_raw
+from customer_warehouse.ingestion import LOAD_COLUMNS, SOURCES, RawDataError, load_raw
 
 from .conftest import FIXTURES
 
@@ -72,7 +72,7 @@ def _python_records(text: str, delimiter: str = ",") -> tuple[list[str], list[li
 def _assert_matches_python_csv(db_path, table, text, delimiter=","):
     """One raw row per data record, in order; good rows hold exactly the csv module's values."""
     header, records = _python_records(text, delimiter)
-    spec = raw_load.SOURCES_BY_NAME[table]
+    spec = ingestion.SOURCES_BY_NAME[table]
     names = [name.strip().lower() for name in header]
     rows = _rows(db_path, table, f"{', '.join(spec.columns)}, _source_row, _load_error")
     assert [row[-2] for row in rows] == list(range(1, len(records) + 1))
@@ -233,7 +233,7 @@ def test_gb18030_after_a_long_ascii_start_is_still_detected(tmp_path):
     """The whole file is checked, not a sample: the first Chinese name comes after 2 MB."""
     ascii_rows = "".join(f"{i},c{i},2025-01-01,10\n" for i in range(100_000))
     text = f"{ORDER_HEADER}\n{ascii_rows}100000,广东省,2025-01-01,10\n"
-    assert len(ascii_rows) > 2 * raw_load.HEAD_BYTES
+    assert len(ascii_rows) > 2 * ingestion.HEAD_BYTES
     raw = _raw_dir(tmp_path, orders_csv=text.encode("gbk"))
     lines: list[str] = []
     _load(raw, tmp_path / "w.duckdb", log=lines.append)
@@ -721,9 +721,9 @@ def test_a_broken_file_leaves_the_previous_load_intact(tmp_path, broken):
 def test_cli_reports_config_errors_without_a_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CW_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
     monkeypatch.setenv("CW_RAW_DIR", str(tmp_path / "nowhere"))
-    assert raw_load.main([]) == 2
+    assert ingestion.main([]) == 2
     assert "CW_RAW_DIR" in capsys.readouterr().err
     monkeypatch.setenv("CW_RAW_DIR", str(tmp_path))
     monkeypatch.setenv("CW_RAW_ENCODING", "klingon")
-    assert raw_load.main([]) == 2
+    assert ingestion.main([]) == 2
     assert "CW_RAW_ENCODING='klingon'" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from customer_warehouse.surveys import REJECT_REASONS, ingest_surveys
+from customer_warehouse.ingestion import REJECT_REASONS, ingest_surveys
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 HEADER = "response_id,customer_id,submitted_at,nps,satisfaction,comment,need_tags\n"

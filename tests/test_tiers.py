@@ -26,7 +26,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from customer_warehouse import demo, surveys, tier_report
+from customer_warehouse import demo, tier_report
+from customer_warehouse.ingestion import surveys
 
 from .conftest import DBT, PROJECT_DIR, Warehouse, build_warehouse, dbt_env
 

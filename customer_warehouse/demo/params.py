@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from customer_warehouse.config import RAW_SOURCE_NAMES
-from customer_warehouse.raw_load import SOURCES_BY_NAME
+from customer_warehouse.ingestion.contract import SOURCES_BY_NAME
 
 
 @dataclass(frozen=True)

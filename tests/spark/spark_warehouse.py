@@ -6,8 +6,8 @@ test-owned Spark (local[2], UTC, warehouse in a temporary folder) is to create t
 first, in the same process, and then run dbt through ``dbtRunner``: ``getOrCreate`` returns the
 session that already exists.
 
-The raw loader here is the Spark twin of ``customer_warehouse.raw_load``: same contract
-(``raw_load.SOURCES``, the same structural checks), same tables (every contract column as
+The raw loader here is the Spark twin of ``customer_warehouse.ingestion``: same contract
+(``ingestion.SOURCES``, the same structural checks), same tables (every contract column as
 ``string``, then ``_source_file`` string, ``_source_row`` bigint (1-based data row),
 ``_load_error`` and ``_raw_line`` strings, null: Spark's reader runs FAILFAST here).
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 import duckdb
 
-from customer_warehouse import privacy, raw_load
+from customer_warehouse import ingestion, privacy
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -105,19 +105,19 @@ def start_spark(work_dir: Path):
 def load_raw_into_spark(spark, raw_dir: Path) -> dict[str, int]:
     """Load the raw files of `raw_dir` into `raw.<source>` tables; return rows per source.
 
-    Structural checks are raw_load's own (missing required column, duplicated header column,
+    Structural checks are the loader's own (missing required column, duplicated header column,
     both csv and parquet present), so a file the DuckDB loader refuses is refused here too.
     CSV is read whole (multiLine: quoted line breaks allowed, and a file is never split), so
     the row number is the data row of the file, as in the DuckDB loader.
     """
     from pyspark.sql import functions as F
 
-    spark.sql(f"create database if not exists {raw_load.RAW_SCHEMA}")
+    spark.sql(f"create database if not exists {ingestion.RAW_SCHEMA}")
     rows: dict[str, int] = {}
     loaded: list[tuple[str, Path, int]] = []
-    for spec in raw_load.SOURCES:
-        path = raw_load.find_source_file(raw_dir, spec)
-        table = f"{raw_load.RAW_SCHEMA}.{spec.name}"
+    for spec in ingestion.SOURCES:
+        path = ingestion.find_source_file(raw_dir, spec)
+        table = f"{ingestion.RAW_SCHEMA}.{spec.name}"
         if path is None:
             columns = ", ".join(f"cast(null as string) as {c}" for c in spec.columns)
             df = spark.sql(
@@ -128,7 +128,7 @@ def load_raw_into_spark(spark, raw_dir: Path) -> dict[str, int]:
             )
         else:
             if path.suffix == ".csv":
-                header = raw_load._csv_header(path)
+                header = ingestion.csv_header(path)
                 reader = spark.read.options(
                     header=True,
                     sep=",",
@@ -148,7 +148,7 @@ def load_raw_into_spark(spark, raw_dir: Path) -> dict[str, int]:
             }
             if path.suffix != ".csv":
                 header = list(present)
-            raw_load._check_columns(path, spec, header)
+            ingestion.check_columns(path, spec, header)
             selected = [
                 (F.col(f"`{present[c]}`") if c in present else F.lit(None)).cast("string").alias(c)
                 for c in spec.columns
@@ -162,7 +162,7 @@ def load_raw_into_spark(spark, raw_dir: Path) -> dict[str, int]:
                 F.lit(None).cast("string").alias("_raw_line"),
                 # One full export per source: one delivery (docs/raw-data.md).
                 F.lit(path.stem).alias("_delivery"),
-                F.lit(raw_load.file_sha256(path)).alias("_file_sha256"),
+                F.lit(ingestion.file_sha256(path)).alias("_file_sha256"),
             )
         df.write.mode("overwrite").format("parquet").saveAsTable(table)
         rows[spec.name] = spark.table(table).count()
@@ -176,9 +176,9 @@ def _write_bookkeeping(spark, loaded: list[tuple[str, Path, int]]) -> None:
     """The loader's bookkeeping tables, as the DuckDB loader leaves them after one load: one
     `loaded` row per file in raw.deliveries, no erasure request. Incremental models name them
     as dependencies (dbt's unit tests read their columns), on Spark too."""
-    spark.sql(f"drop table if exists {raw_load.DELIVERIES_TABLE}")
+    spark.sql(f"drop table if exists {ingestion.DELIVERIES_TABLE}")
     spark.sql(
-        f"create table {raw_load.DELIVERIES_TABLE} (source string, file string, delivery string, "
+        f"create table {ingestion.DELIVERIES_TABLE} (source string, file string, delivery string, "
         "file_sha256 string, size_bytes bigint, modified_at timestamp, mtime_ns bigint, "
         "path string, rows bigint, malformed_rows bigint, encoding string, delimiter string, "
         "ignored_columns string, loaded_at timestamp, verified_at timestamp, status string, "
@@ -187,13 +187,13 @@ def _write_bookkeeping(spark, loaded: list[tuple[str, Path, int]]) -> None:
     if loaded:
         now = datetime.now(UTC).replace(tzinfo=None)
         records = [
-            (name, path.name, path.stem, raw_load.file_sha256(path), path.stat().st_size, now,
+            (name, path.name, path.stem, ingestion.file_sha256(path), path.stat().st_size, now,
              path.stat().st_mtime_ns, str(path), count, 0, "UTF-8", ",", "", now, now,
-             raw_load.LOADED, now)
+             ingestion.LOADED, now)
             for name, path, count in loaded
         ]  # fmt: skip
-        spark.createDataFrame(records, schema=spark.table(raw_load.DELIVERIES_TABLE).schema) \
-            .write.mode("append").insertInto(raw_load.DELIVERIES_TABLE)  # fmt: skip
+        spark.createDataFrame(records, schema=spark.table(ingestion.DELIVERIES_TABLE).schema) \
+            .write.mode("append").insertInto(ingestion.DELIVERIES_TABLE)  # fmt: skip
     spark.sql(f"drop table if exists {privacy.ERASURE_TABLE}")
     spark.sql(
         f"create table {privacy.ERASURE_TABLE} (customer_id string, requested_at string, "

@@ -25,7 +25,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from customer_warehouse import demo, raw_load, surveys
+from customer_warehouse import demo, ingestion
+from customer_warehouse.ingestion import surveys
 
 from ..conftest import FIXTURES, Warehouse, build_warehouse
 from . import spark_warehouse as sw
@@ -179,7 +180,7 @@ def test_spark_builds_every_node_duckdb_builds_except_the_listed_ones(builds: Bu
 def test_raw_tables_match_the_duckdb_loader(builds: Builds) -> None:
     problems = []
     with duckdb.connect(str(builds.duck.path), read_only=True) as con:
-        for table in [f"raw.{spec.name}" for spec in raw_load.SOURCES] + ["raw.survey_responses"]:
+        for table in [f"raw.{spec.name}" for spec in ingestion.SOURCES] + ["raw.survey_responses"]:
             duck_columns = [r[0] for r in con.execute(f"describe {table}").fetchall()]
             spark_columns = builds.spark.table(table).columns
             if duck_columns != spark_columns:
@@ -191,7 +192,7 @@ def test_raw_tables_match_the_duckdb_loader(builds: Builds) -> None:
             right = sw.normalize_rows(sw.duckdb_rows(con, table, duck_columns))
             if left != right:
                 problems.append(f"{table}: {sw.describe_difference(left, right)}")
-    for spec in raw_load.SOURCES:
+    for spec in ingestion.SOURCES:
         types = dict(builds.spark.table(f"raw.{spec.name}").dtypes)
         expected = {c: "string" for c in spec.columns} | {
             "_source_file": "string",

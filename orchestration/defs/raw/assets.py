@@ -2,17 +2,18 @@
 
 The asset keys are ``raw/<table>``, the same keys the dbt translator gives the dbt sources
 (``source('shop', 'orders')`` → ``raw/orders``), so Dagster draws one graph from the raw tables
-through staging to the marts. The logic is in ``customer_warehouse.raw_load`` and
-``customer_warehouse.surveys``; this module only runs it and reports what it did.
+through staging to the marts. The logic is in ``customer_warehouse.ingestion``; this module
+only runs it and reports what it did.
 """
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from customer_warehouse import freshness, privacy, raw_load, surveys
+from customer_warehouse import freshness, ingestion, privacy
+from customer_warehouse.ingestion import surveys
+from customer_warehouse.warehouse import scalar as warehouse_scalar
 from orchestration.defs.freshness.checks import note_stale_run, raw_check_result, raw_check_spec
 from orchestration.defs.metadata import counts_markdown, markdown_table, table_metadata
 from orchestration.defs.resources import (
@@ -30,38 +31,35 @@ def raw_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["raw", table])
 
 
-def _raw_file_spec(spec: raw_load.SourceSpec) -> dg.AssetSpec:
-    presence = "required" if spec.required_file else "optional (an empty table when absent)"
+def _raw_table_spec(table: str, description: str, **extra: Any) -> dg.AssetSpec:
     return dg.AssetSpec(
-        key=raw_key(spec.name),
-        group_name=RAW_GROUP,
-        kinds=KINDS,
-        description=(
-            f"`raw.{spec.name}`: `{spec.name}.csv` or `{spec.name}.parquet` from CW_RAW_DIR, or "
-            f"the deliveries in `{spec.name}/`, every column as text plus `_source_file`, "
-            f"`_source_row` and `_delivery`. The data is {presence}; required columns: "
-            f"{', '.join(spec.required)} (docs/raw-data.md)."
-        ),
+        key=raw_key(table), group_name=RAW_GROUP, kinds=KINDS, description=description, **extra
+    )
+
+
+def _raw_file_spec(spec: ingestion.SourceSpec) -> dg.AssetSpec:
+    presence = "required" if spec.required_file else "optional (an empty table when absent)"
+    return _raw_table_spec(
+        spec.name,
+        f"`raw.{spec.name}`: `{spec.name}.csv` or `{spec.name}.parquet` from CW_RAW_DIR, or "
+        f"the deliveries in `{spec.name}/`, every column as text plus `_source_file`, "
+        f"`_source_row` and `_delivery`. The data is {presence}; required columns: "
+        f"{', '.join(spec.required)} (docs/raw-data.md).",
     )
 
 
 DELIVERIES_KEY = raw_key("deliveries")
-DELIVERIES_SPEC = dg.AssetSpec(
-    key=DELIVERIES_KEY,
-    group_name=RAW_GROUP,
-    kinds=KINDS,
-    description="`raw.deliveries`: every raw file ever loaded (name, content hash, rows, when) "
+DELIVERIES_SPEC = _raw_table_spec(
+    "deliveries",
+    "`raw.deliveries`: every raw file ever loaded (name, content hash, rows, when) "
     "and its status: loaded, replaced by a changed file, or removed. Incremental staging "
     "models read it to find what is new (docs/raw-data.md).",
 )
 
-
 ERASURE_KEY = raw_key("erasure_requests")
-ERASURE_SPEC = dg.AssetSpec(
-    key=ERASURE_KEY,
-    group_name=RAW_GROUP,
-    kinds=KINDS,
-    description="`raw.erasure_requests`: every erasure request of "
+ERASURE_SPEC = _raw_table_spec(
+    "erasure_requests",
+    "`raw.erasure_requests`: every erasure request of "
     f"CW_RAW_DIR/{privacy.ERASURE_FILE} with when it was applied and compacted. Personal values "
     "of these customers are never loaded (docs/privacy.md).",
 )
@@ -69,8 +67,8 @@ ERASURE_SPEC = dg.AssetSpec(
 
 @dg.multi_asset(
     name="raw_files",
-    specs=[*(_raw_file_spec(spec) for spec in raw_load.SOURCES), DELIVERIES_SPEC, ERASURE_SPEC],
-    check_specs=[raw_check_spec(raw_key(spec.name), spec.name) for spec in raw_load.SOURCES],
+    specs=[*(_raw_file_spec(spec) for spec in ingestion.SOURCES), DELIVERIES_SPEC, ERASURE_SPEC],
+    check_specs=[raw_check_spec(raw_key(spec.name), spec.name) for spec in ingestion.SOURCES],
     can_subset=False,
     pool=WRITER_POOL,
     retry_policy=LOCK_RETRY,
@@ -90,16 +88,33 @@ def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         privacy.pii_key(settings.raw_dir, log=context.log.info)
     with warehouse.connect() as con:
         with fail_fast_on_data_errors(f"Loading the raw files of {settings.raw_dir}"):
-            loaded = raw_load.load_raw(
+            loaded = ingestion.load_raw(
                 con, settings.raw_dir, log=context.log.info, encodings=settings.raw_encodings
             )
         metadata = {item.source: table_metadata(con, f"raw.{item.source}") for item in loaded}
-        deliveries = dict(
-            con.execute(
-                f"select status, count(*) from {raw_load.DELIVERIES_TABLE} group by status"
-            ).fetchall()
+        deliveries = ingestion.status_counts(con)
+    summary = _load_summary(loaded)
+    _warn_malformed(context, loaded)
+    ages = freshness.source_ages(
+        settings.raw_dir, [spec.name for spec in ingestion.SOURCES], settings.max_raw_age_hours
+    )
+    with warehouse.connect(read_only=True) as con:
+        erasure_result = _erasure_result(con)
+        newest_order = freshness.newest_order_at(con, now=ages[0].checked_at)
+    yield _deliveries_result(loaded, deliveries, summary)
+    yield erasure_result
+    for item in loaded:
+        yield _raw_table_result(item, metadata[item.source], summary, settings.raw_dir)
+    for age in ages:
+        yield raw_check_result(
+            raw_key(age.source), age, newest_order if age.source == "orders" else None
         )
-    summary = markdown_table(
+    note_stale_run(context, ages)
+
+
+def _load_summary(loaded: list[ingestion.LoadedSource]) -> str:
+    """One markdown row per raw table: what the load found and did."""
+    return markdown_table(
         [
             "table",
             "file",
@@ -125,20 +140,34 @@ def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
             for item in loaded
         ],
     )
+
+
+def _warn_malformed(
+    context: dg.AssetExecutionContext, loaded: list[ingestion.LoadedSource]
+) -> None:
     for item in loaded:
         if item.malformed_rows:
             context.log.warning(
                 f"{item.file}: {item.malformed_rows} malformed line(s) kept as rows with a "
                 f"_load_error; staging rejects them as malformed_row (staging.*_rejects)."
             )
-    ages = freshness.source_ages(
-        settings.raw_dir, [spec.name for spec in raw_load.SOURCES], settings.max_raw_age_hours
+
+
+def _erasure_result(con) -> dg.MaterializeResult:
+    requests = warehouse_scalar(con, f"select count(*) from {privacy.ERASURE_TABLE}")
+    return dg.MaterializeResult(
+        asset_key=ERASURE_KEY,
+        metadata={
+            "requests": dg.MetadataValue.int(requests),
+            "pending_compaction": dg.MetadataValue.int(len(privacy.pending_erasures(con))),
+        },
     )
-    with warehouse.connect(read_only=True) as con:
-        requests = con.execute(f"select count(*) from {privacy.ERASURE_TABLE}").fetchone()[0]
-        pending = len(privacy.pending_erasures(con))
-        newest_order = freshness.newest_order_at(con, now=ages[0].checked_at)
-    yield dg.MaterializeResult(
+
+
+def _deliveries_result(
+    loaded: list[ingestion.LoadedSource], deliveries: dict[str, int], summary: str
+) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
         asset_key=DELIVERIES_KEY,
         metadata={
             **{f"files_{status}": dg.MetadataValue.int(n) for status, n in deliveries.items()},
@@ -151,35 +180,27 @@ def raw_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
             "load_summary": dg.MetadataValue.md(summary),
         },
     )
-    yield dg.MaterializeResult(
-        asset_key=ERASURE_KEY,
+
+
+def _raw_table_result(
+    item: ingestion.LoadedSource, metadata: dict[str, Any], summary: str, raw_dir: Path
+) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        asset_key=raw_key(item.source),
         metadata={
-            "requests": dg.MetadataValue.int(requests),
-            "pending_compaction": dg.MetadataValue.int(pending),
+            **metadata,
+            "source_file": dg.MetadataValue.text(item.file or "(no file: empty table)"),
+            "deliveries": dg.MetadataValue.int(item.deliveries),
+            "files_new": dg.MetadataValue.json(item.new_files),
+            "files_changed": dg.MetadataValue.json(item.changed_files),
+            "files_removed": dg.MetadataValue.json(item.removed_files),
+            "files_unchanged": dg.MetadataValue.int(len(item.unchanged_files)),
+            "ignored_columns": dg.MetadataValue.json(item.ignored_columns),
+            "malformed_rows": dg.MetadataValue.int(item.malformed_rows),
+            "raw_dir": dg.MetadataValue.path(str(raw_dir)),
+            "load_summary": dg.MetadataValue.md(summary),
         },
     )
-    for item in loaded:
-        yield dg.MaterializeResult(
-            asset_key=raw_key(item.source),
-            metadata={
-                **metadata[item.source],
-                "source_file": dg.MetadataValue.text(item.file or "(no file: empty table)"),
-                "deliveries": dg.MetadataValue.int(item.deliveries),
-                "files_new": dg.MetadataValue.json(item.new_files),
-                "files_changed": dg.MetadataValue.json(item.changed_files),
-                "files_removed": dg.MetadataValue.json(item.removed_files),
-                "files_unchanged": dg.MetadataValue.int(len(item.unchanged_files)),
-                "ignored_columns": dg.MetadataValue.json(item.ignored_columns),
-                "malformed_rows": dg.MetadataValue.int(item.malformed_rows),
-                "raw_dir": dg.MetadataValue.path(str(settings.raw_dir)),
-                "load_summary": dg.MetadataValue.md(summary),
-            },
-        )
-    for age in ages:
-        yield raw_check_result(
-            raw_key(age.source), age, newest_order if age.source == "orders" else None
-        )
-    note_stale_run(context, ages)
 
 
 SURVEY_TABLES = ("survey_responses", "survey_rejects", "survey_files")
@@ -193,28 +214,13 @@ _SURVEY_DESCRIPTIONS = {
 }
 
 
-def survey_files_in(folder: Path) -> list[Path]:
-    """The files ``surveys.ingest_surveys`` reads: *.csv / *.json, no hidden files, by name."""
-    if not folder.is_dir():
-        return []
-    return sorted(
-        path
-        for path in folder.iterdir()
-        if path.is_file()
-        and not path.name.startswith(".")
-        and path.suffix.lower() in surveys.SURVEY_SUFFIXES
-    )
-
-
 @dg.multi_asset(
     name="survey_files",
     specs=[
-        dg.AssetSpec(
-            key=raw_key(table),
-            group_name=RAW_GROUP,
-            kinds=KINDS,
-            description=f"`raw.{table}`: {_SURVEY_DESCRIPTIONS[table]} Written by "
-            "customer_warehouse.surveys from CW_RAW_DIR/surveys/*.csv|*.json.",
+        _raw_table_spec(
+            table,
+            f"`raw.{table}`: {_SURVEY_DESCRIPTIONS[table]} Written by "
+            "customer_warehouse.ingestion.surveys from CW_RAW_DIR/surveys/*.csv|*.json.",
             # Erasure requests blank the free text of answers already ingested.
             deps=[ERASURE_KEY],
         )
@@ -248,20 +254,11 @@ def survey_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource
             erased = privacy.erase_from_surveys(con)
         if erased:
             context.log.info(f"Erasure requests: free text blanked in {erased} survey row(s)")
-        failing = _failing_files(con, folder)
+        failing = surveys.failing_files(con, folder)
         metadata = {table: table_metadata(con, f"raw.{table}") for table in SURVEY_TABLES}
     for name, error in report.failed.items():
         context.log.warning(f"Survey file {name} was not ingested: {error}")
-    run_summary: dict[str, Any] = {
-        "files_seen": dg.MetadataValue.int(report.files_seen),
-        "files_ingested": dg.MetadataValue.json(report.ingested),
-        "files_replaced": dg.MetadataValue.json(report.replaced),
-        "files_unchanged": dg.MetadataValue.int(len(report.unchanged)),
-        "files_failed": dg.MetadataValue.json(report.failed),
-        "rows_accepted_this_run": dg.MetadataValue.int(report.rows_accepted),
-        "rows_rejected_this_run": dg.MetadataValue.int(report.rows_rejected),
-        "surveys_dir": dg.MetadataValue.path(str(folder)),
-    }
+    run_summary = _survey_run_metadata(report, folder)
     for table in SURVEY_TABLES:
         extra = dict(run_summary)
         if table == "survey_rejects" and report.reject_reasons:
@@ -285,16 +282,14 @@ def survey_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     )
 
 
-def _failing_files(con, folder: Path) -> dict[str, str]:
-    """Files in the folder whose current content is recorded as failed (name → error)."""
-    current = [
-        (path.name, hashlib.sha256(path.read_bytes()).hexdigest())
-        for path in survey_files_in(folder)
-    ]
-    if not current:
-        return {}
-    rows = con.execute(
-        "select source_file, file_sha256, error from raw.survey_files where status = 'failed'"
-    ).fetchall()
-    failed = {(name, sha): error for name, sha, error in rows}
-    return {name: failed[(name, sha)] for name, sha in current if (name, sha) in failed}
+def _survey_run_metadata(report: surveys.IngestReport, folder: Path) -> dict[str, Any]:
+    return {
+        "files_seen": dg.MetadataValue.int(report.files_seen),
+        "files_ingested": dg.MetadataValue.json(report.ingested),
+        "files_replaced": dg.MetadataValue.json(report.replaced),
+        "files_unchanged": dg.MetadataValue.int(len(report.unchanged)),
+        "files_failed": dg.MetadataValue.json(report.failed),
+        "rows_accepted_this_run": dg.MetadataValue.int(report.rows_accepted),
+        "rows_rejected_this_run": dg.MetadataValue.int(report.rows_rejected),
+        "surveys_dir": dg.MetadataValue.path(str(folder)),
+    }

@@ -4,7 +4,8 @@ The cursor is a JSON map ``file name → "<mtime_ns>:<size>"`` of the survey fil
 last tick. A file whose entry is new or different is "new"; one run is requested for all of
 them, for the survey asset and everything downstream of it (staging, the NPS marts, ...). The
 run key is derived from the files' fingerprints, so the same change never starts two runs. A
-deleted file only updates the cursor: raw survey data is append-only (customer_warehouse.surveys).
+deleted file only updates the cursor: raw survey data is append-only
+(customer_warehouse.ingestion.surveys).
 
 mtime + size rather than a content hash keeps a tick cheap on a large folder; a touched but
 unchanged file costs one run that ingests nothing (ingestion is idempotent by content hash).
@@ -16,7 +17,8 @@ import json
 import dagster as dg
 
 from customer_warehouse.config import ConfigError, load_settings
-from orchestration.defs.raw.assets import SURVEY_KEYS, survey_files_in
+from customer_warehouse.ingestion import survey_files_in
+from orchestration.defs.raw.assets import SURVEY_KEYS
 
 SURVEY_SENSOR_INTERVAL_SECONDS = 60
 
