@@ -1,12 +1,4 @@
-with
-
-checked as (
-    select * from {{ ref('base_shop__customers') }}
-    where reject_reason is null and not is_superseded
-),
-
-final as (
-    select
+{% call cw_trusted_rows(ref('base_shop__customers')) %}
         customer_id,
         signed_up_at,
         cast(signed_up_at as date) as signed_up_date,
@@ -21,10 +13,5 @@ final as (
         phone,
         full_name,
         acquisition_channel,
-        has_marketing_consent,
-        source_file,
-        source_row
-    from checked
-)
-
-select * from final
+        has_marketing_consent
+{%- endcall %}

@@ -1,12 +1,4 @@
-with
-
-checked as (
-    select * from {{ ref('base_shop__orders') }}
-    where reject_reason is null and not is_superseded
-),
-
-final as (
-    select
+{% call cw_trusted_rows(ref('base_shop__orders')) %}
         order_id,
         customer_id,
         ordered_at,
@@ -21,10 +13,5 @@ final as (
         case when coalesce(matched_status, 'completed') <> 'completed' then status_changed_at end
             as status_changed_at,
         coalesce(matched_status, 'completed') = 'completed' as is_purchase,
-        has_customer_record,
-        source_file,
-        source_row
-    from checked
-)
-
-select * from final
+        has_customer_record
+{%- endcall %}

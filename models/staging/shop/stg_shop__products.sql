@@ -1,18 +1,5 @@
-with
-
-checked as (
-    select * from {{ ref('base_shop__products') }}
-    where reject_reason is null and not is_superseded
-),
-
-final as (
-    select
+{% call cw_trusted_rows(ref('base_shop__products')) %}
         product_id,
         product_name,
-        category,
-        source_file,
-        source_row
-    from checked
-)
-
-select * from final
+        category
+{%- endcall %}

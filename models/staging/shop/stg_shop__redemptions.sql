@@ -1,20 +1,7 @@
-with
-
-checked as (
-    select * from {{ ref('base_shop__redemptions') }}
-    where reject_reason is null and not is_superseded
-),
-
-final as (
-    select
+{% call cw_trusted_rows(ref('base_shop__redemptions')) %}
         redemption_id,
         customer_id,
         redeemed_at,
         cast(redeemed_at as date) as redeemed_date,
-        points,
-        source_file,
-        source_row
-    from checked
-)
-
-select * from final
+        points
+{%- endcall %}

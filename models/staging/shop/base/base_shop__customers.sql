@@ -15,26 +15,13 @@
     pre_hook="{{ cw_incremental_pre_hook('raw_rows') }}",
     post_hook="{{ cw_incremental_post_hook('raw_rows', 'customers') }}",
 ) }}
-{%- set raw_columns = [
-    'customer_id', 'signed_up_at', 'birth_date', 'gender', 'country', 'province', 'city',
-    'email', 'phone', 'full_name', 'acquisition_channel', 'marketing_consent',
-] -%}
-{%- set earliest = "cast('" ~ var('earliest_plausible_date') ~ "' as timestamp)" -%}
+{%- set raw_columns = cw_shop_raw_columns('customers') -%}
 {%- set plan = cw_incremental_plan('raw_rows') -%}
 {%- set raw_key = cw_raw_dedup_key(blank_to_null('customer_id')) -%}
 
--- depends_on: {{ source('shop', 'deliveries') }}
--- depends_on: {{ source('shop', 'erasure_requests') }}
-
 with
 
-{%- if plan.mode == 'filter' %}
-
-{{ cw_changed_deliveries('customers', plan) }},
-
-affected_keys as (
-    {{ cw_keys_of_changed_deliveries('customers', raw_key) }}
-    union
+{% call cw_incremental_source('customers', plan, raw_key) %}
     select dedup_key from {{ this }}
     where signed_up_at > {{ cw_previous_run_started(plan) }}
         or parsed_birth_date > cast({{ cw_previous_run_started(plan) }} as date)
@@ -47,17 +34,7 @@ affected_keys as (
         or built.raw_phone is not null
         or built.raw_full_name is not null
         or built.raw_birth_date is not null
-    union
-    {{ cw_keys_of_erased_lines() }}
-),
-{%- endif %}
-
-source as (
-    select * from {{ source('shop', 'customers') }}
-    {%- if plan.mode == 'filter' %}
-        where {{ raw_key }} in (select dedup_key from affected_keys)
-    {%- endif %}
-),
+{%- endcall %},
 
 region_mapping as (
     select * from {{ ref('region_mapping') }}
@@ -65,25 +42,7 @@ region_mapping as (
 
 typed as (
     select
-        _source_file as source_file,
-        _source_row as source_row,
-        _delivery as delivery,
-        _file_sha256 as file_sha256,
-        _load_error as load_error,
-        _raw_line as raw_line,
-        {{ raw_key }} as dedup_key,
-        customer_id as raw_customer_id,
-        signed_up_at as raw_signed_up_at,
-        birth_date as raw_birth_date,
-        gender as raw_gender,
-        country as raw_country,
-        province as raw_province,
-        city as raw_city,
-        email as raw_email,
-        phone as raw_phone,
-        full_name as raw_full_name,
-        acquisition_channel as raw_acquisition_channel,
-        marketing_consent as raw_marketing_consent,
+        {{ cw_raw_row_columns(raw_columns, raw_key) }},
         {{ blank_to_null('customer_id') }} as customer_id,
         {{ parse_timestamp_utc(blank_to_null('signed_up_at')) }} as signed_up_at,
         try_cast({{ blank_to_null('birth_date') }} as date) as parsed_birth_date,
@@ -100,20 +59,7 @@ typed as (
         {{ blank_to_null('full_name') }} as full_name,
         lower({{ blank_to_null('acquisition_channel') }}) as acquisition_channel,
         {{ text_to_boolean('marketing_consent') }} as has_marketing_consent,
-        concat_ws(
-            '|',
-            coalesce(signed_up_at, ''),
-            coalesce(birth_date, ''),
-            coalesce(gender, ''),
-            coalesce(country, ''),
-            coalesce(province, ''),
-            coalesce(city, ''),
-            coalesce(email, ''),
-            coalesce(phone, ''),
-            coalesce(full_name, ''),
-            coalesce(acquisition_channel, ''),
-            coalesce(marketing_consent, '')
-        ) as row_content
+        {{ cw_row_content(raw_columns, except_column='customer_id') }} as row_content
     from source
 ),
 
@@ -139,41 +85,17 @@ standardized as (
             and typed.province_key = region_mapping.province_key
 ),
 
-duplicates_marked as (
-    select
-        standardized.*,
-        max(standardized.delivery) over (partition by standardized.dedup_key) as latest_delivery,
-        standardized.delivery
-        < max(standardized.delivery) over (partition by standardized.dedup_key) as is_superseded,
-        row_number() over (
-            partition by standardized.dedup_key, standardized.delivery, standardized.row_content
-            order by standardized.source_row
-        ) as copy_number,
-        min(standardized.row_content)
-            over (
-                partition by standardized.dedup_key, standardized.delivery
-            )
-        <> max(standardized.row_content) over (
-            partition by standardized.dedup_key, standardized.delivery
-        ) as has_conflicting_versions
-    from standardized
-),
+{{ cw_duplicates_marked('standardized') }},
 
 final as (
     select
         *,
-        case
-            when is_superseded then null
-            when load_error is not null then 'malformed_row'
-            when field_problem is not null then field_problem
+        {% call cw_reject_reason() %}
             when customer_id is null then 'missing_customer_id'
             when has_conflicting_versions then 'conflicting_duplicate'
             when copy_number > 1 then 'exact_duplicate'
-            when {{ blank_to_null('raw_signed_up_at') }} is not null
-                and signed_up_at is null then 'unparseable_signed_up_at'
-            when signed_up_at > {{ run_started_utc() }} then 'future_signed_up_at'
-            when signed_up_at < {{ earliest }} then 'implausible_signed_up_at'
-        end as reject_reason
+            {{ cw_timestamp_reject_reasons('signed_up_at', required=false) }}
+        {%- endcall %} as reject_reason
     from duplicates_marked
 )
 

@@ -25,18 +25,11 @@
     pre_hook="{{ cw_incremental_pre_hook('raw_rows') }}",
     post_hook="{{ cw_incremental_post_hook('raw_rows', 'orders') }}",
 ) }}
-{%- set raw_columns = [
-    'order_id', 'customer_id', 'ordered_at', 'amount', 'currency', 'channel', 'status',
-    'status_changed_at', 'discount_amount',
-] -%}
+{%- set raw_columns = cw_shop_raw_columns('orders') -%}
 {#- Amounts in the order's own currency above this cannot be real in any currency. -#}
 {%- set max_original_amount = 10000000000000 -%}
-{%- set earliest = "cast('" ~ var('earliest_plausible_date') ~ "' as timestamp)" -%}
 {%- set plan = cw_incremental_plan('raw_rows') -%}
 {%- set raw_key = cw_raw_dedup_key(blank_to_null('order_id')) -%}
-
--- depends_on: {{ source('shop', 'deliveries') }}
--- depends_on: {{ source('shop', 'erasure_requests') }}
 
 with
 
@@ -50,13 +43,7 @@ customers_file as (
     select count(*) > 0 as has_customers_file from known_customers
 ),
 
-{%- if plan.mode == 'filter' %}
-
-{{ cw_changed_deliveries('orders', plan) }},
-
-affected_keys as (
-    {{ cw_keys_of_changed_deliveries('orders', raw_key) }}
-    union
+{% call cw_incremental_source('orders', plan, raw_key) %}
     select dedup_key from {{ this }}
     where ordered_at > {{ cw_previous_run_started(plan) }}
         or status_changed_at > {{ cw_previous_run_started(plan) }}
@@ -68,17 +55,7 @@ affected_keys as (
         on built.customer_id = known_customers.customer_id
     where built.has_customer_record <> (known_customers.customer_id is not null)
         or built.has_customers_file <> customers_file.has_customers_file
-    union
-    {{ cw_keys_of_erased_lines() }}
-),
-{%- endif %}
-
-source as (
-    select * from {{ source('shop', 'orders') }}
-    {%- if plan.mode == 'filter' %}
-        where {{ raw_key }} in (select dedup_key from affected_keys)
-    {%- endif %}
-),
+{%- endcall %},
 
 status_aliases as (
     select * from {{ ref('order_status_aliases') }}
@@ -94,22 +71,7 @@ currency_rates as (
 
 typed as (
     select
-        _source_file as source_file,
-        _source_row as source_row,
-        _delivery as delivery,
-        _file_sha256 as file_sha256,
-        _load_error as load_error,
-        _raw_line as raw_line,
-        {{ raw_key }} as dedup_key,
-        order_id as raw_order_id,
-        customer_id as raw_customer_id,
-        ordered_at as raw_ordered_at,
-        amount as raw_amount,
-        currency as raw_currency,
-        channel as raw_channel,
-        status as raw_status,
-        status_changed_at as raw_status_changed_at,
-        discount_amount as raw_discount_amount,
+        {{ cw_raw_row_columns(raw_columns, raw_key) }},
         {{ blank_to_null('order_id') }} as order_id,
         {{ blank_to_null('customer_id') }} as customer_id,
         {{ parse_timestamp_utc(blank_to_null('ordered_at')) }} as ordered_at,
@@ -127,17 +89,7 @@ typed as (
             as currency,
         lower({{ blank_to_null('channel') }}) as channel_key,
         lower({{ blank_to_null('status') }}) as status_key,
-        concat_ws(
-            '|',
-            coalesce(customer_id, ''),
-            coalesce(ordered_at, ''),
-            coalesce(amount, ''),
-            coalesce(currency, ''),
-            coalesce(channel, ''),
-            coalesce(status, ''),
-            coalesce(status_changed_at, ''),
-            coalesce(discount_amount, '')
-        ) as row_content
+        {{ cw_row_content(raw_columns, except_column='order_id') }} as row_content
     from source
 ),
 
@@ -165,41 +117,17 @@ standardized as (
         on typed.customer_id = known_customers.customer_id
 ),
 
-duplicates_marked as (
-    select
-        standardized.*,
-        max(standardized.delivery) over (partition by standardized.dedup_key) as latest_delivery,
-        standardized.delivery
-        < max(standardized.delivery) over (partition by standardized.dedup_key) as is_superseded,
-        row_number() over (
-            partition by standardized.dedup_key, standardized.delivery, standardized.row_content
-            order by standardized.source_row
-        ) as copy_number,
-        min(standardized.row_content)
-            over (
-                partition by standardized.dedup_key, standardized.delivery
-            )
-        <> max(standardized.row_content) over (
-            partition by standardized.dedup_key, standardized.delivery
-        ) as has_conflicting_versions
-    from standardized
-),
+{{ cw_duplicates_marked('standardized') }},
 
 final as (
     select
         *,
-        case
-            when is_superseded then null
-            when load_error is not null then 'malformed_row'
-            when field_problem is not null then field_problem
+        {% call cw_reject_reason() %}
             when order_id is null then 'missing_order_id'
             when has_conflicting_versions then 'conflicting_duplicate'
             when copy_number > 1 then 'exact_duplicate'
             when customer_id is null then 'missing_customer_id'
-            when {{ blank_to_null('raw_ordered_at') }} is null then 'missing_ordered_at'
-            when ordered_at is null then 'unparseable_ordered_at'
-            when ordered_at > {{ run_started_utc() }} then 'future_ordered_at'
-            when ordered_at < {{ earliest }} then 'implausible_ordered_at'
+            {{ cw_timestamp_reject_reasons('ordered_at') }}
             when amount_problem = 'missing' then 'missing_amount'
             when amount_problem = 'non_finite' then 'non_finite_amount'
             when amount_problem = 'formatted' then 'formatted_amount'
@@ -216,8 +144,9 @@ final as (
             when {{ blank_to_null('raw_status_changed_at') }} is not null
                 and status_changed_at is null then 'unparseable_status_changed_at'
             when status_changed_at > {{ run_started_utc() }}
-                or status_changed_at < {{ earliest }} then 'implausible_status_changed_at'
-        end as reject_reason
+                or status_changed_at < {{ cw_earliest_plausible_timestamp() }}
+                then 'implausible_status_changed_at'
+        {%- endcall %} as reject_reason
     from duplicates_marked
 )
 

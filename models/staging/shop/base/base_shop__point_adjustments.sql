@@ -12,8 +12,7 @@
     points already posted).
 -#}
 {{ config(materialized='table') }}
-{%- set raw_columns = ['adjustment_id', 'customer_id', 'points', 'reason', 'adjusted_at'] -%}
-{%- set earliest = "cast('" ~ var('earliest_plausible_date') ~ "' as timestamp)" -%}
+{%- set raw_columns = cw_shop_raw_columns('point_adjustments') -%}
 
 with
 
@@ -27,28 +26,14 @@ reasons as (
 
 typed as (
     select
-        _source_file as source_file,
-        _source_row as source_row,
-        _load_error as load_error,
-        _raw_line as raw_line,
-        adjustment_id as raw_adjustment_id,
-        customer_id as raw_customer_id,
-        points as raw_points,
-        reason as raw_reason,
-        adjusted_at as raw_adjusted_at,
+        {{ cw_raw_row_columns(raw_columns) }},
         {{ blank_to_null('adjustment_id') }} as adjustment_id,
         {{ blank_to_null('customer_id') }} as customer_id,
         {{ parse_whole_number(blank_to_null('points')) }} as points,
         lower({{ blank_to_null('reason') }}) as reason,
         {{ parse_timestamp_utc(blank_to_null('adjusted_at')) }} as adjusted_at,
         {{ field_problem(raw_columns) }} as field_problem,
-        concat_ws(
-            '|',
-            coalesce(customer_id, ''),
-            coalesce(points, ''),
-            coalesce(reason, ''),
-            coalesce(adjusted_at, '')
-        ) as row_content
+        {{ cw_row_content(raw_columns, except_column='adjustment_id') }} as row_content
     from source
 ),
 
@@ -56,13 +41,9 @@ duplicates_marked as (
     select
         typed.*,
         reasons.reason is not null as is_known_reason,
-        row_number() over (
-            partition by typed.adjustment_id, typed.row_content
-            order by typed.source_file, typed.source_row
-        ) as copy_number,
-        min(typed.row_content) over (partition by typed.adjustment_id)
-        <> max(typed.row_content) over (partition by typed.adjustment_id)
-            as has_conflicting_versions
+        {{ cw_duplicate_columns(
+            'typed', partition_by=['adjustment_id'], order_by=['source_file', 'source_row']
+        ) }}
     from typed
     left join reasons
         on typed.reason = reasons.reason
@@ -71,23 +52,18 @@ duplicates_marked as (
 final as (
     select
         *,
-        case
-            when load_error is not null then 'malformed_row'
-            when field_problem is not null then field_problem
+        {% call cw_reject_reason(latest_delivery_wins=false) %}
             when adjustment_id is null then 'missing_adjustment_id'
             when has_conflicting_versions then 'conflicting_duplicate'
             when copy_number > 1 then 'exact_duplicate'
             when customer_id is null then 'missing_customer_id'
-            when {{ blank_to_null('raw_adjusted_at') }} is null then 'missing_adjusted_at'
-            when adjusted_at is null then 'unparseable_adjusted_at'
-            when adjusted_at > {{ run_started_utc() }} then 'future_adjusted_at'
-            when adjusted_at < {{ earliest }} then 'implausible_adjusted_at'
+            {{ cw_timestamp_reject_reasons('adjusted_at') }}
             when points is null then 'unparseable_points'
             when points = 0 then 'zero_points'
             when abs(points) > {{ var('max_adjustment_points') }} then 'absurd_points'
             when reason is null then 'missing_reason'
             when not is_known_reason then 'unknown_reason'
-        end as reject_reason
+        {%- endcall %} as reject_reason
     from duplicates_marked
 )
 
