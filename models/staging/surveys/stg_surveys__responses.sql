@@ -1,4 +1,4 @@
-{#- Responses were validated on ingestion (customer_warehouse/surveys.py); here only renamed. -#}
+{#- Responses were validated on ingestion (customer_warehouse/ingestion/surveys.py); here only renamed. -#}
 with
 
 source as (
