@@ -5,22 +5,15 @@
 -#}
 with
 
-customers as (
-    select * from {{ ref('int_customers_filtered_to_as_of_date') }}
-),
-
-customer_records as (
-    select * from {{ ref('stg_shop__customers') }}
+birth_dates as (
+    {{ cw_birth_dates_of_known_customers() }}
 ),
 
 final as (
     select
-        customers.customer_id,
-        cast(extract(month from customer_records.birth_date) as {{ dbt.type_int() }})
-            as birth_month
-    from customers
-    left join customer_records
-        on customers.customer_id = customer_records.customer_id
+        customer_id,
+        cast(extract(month from birth_date) as {{ dbt.type_int() }}) as birth_month
+    from birth_dates
 )
 
 select * from final

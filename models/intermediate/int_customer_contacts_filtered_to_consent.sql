@@ -31,7 +31,7 @@ consenting as (
 final as (
     select
         customer_id,
-        case when email is not null then 'email' else 'sms' end as contact_channel,
+        {{ cw_contact_channel('email') }} as contact_channel,
         coalesce(email, phone) as contact_address,
         birth_date
     from consenting

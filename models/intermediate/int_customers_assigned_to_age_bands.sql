@@ -5,12 +5,8 @@
 -#}
 with
 
-customers as (
-    select * from {{ ref('int_customers_filtered_to_as_of_date') }}
-),
-
-customer_records as (
-    select * from {{ ref('stg_shop__customers') }}
+birth_dates as (
+    {{ cw_birth_dates_of_known_customers() }}
 ),
 
 age_bands as (
@@ -19,12 +15,9 @@ age_bands as (
 
 ages as (
     select
-        customers.customer_id,
-        {{ cw_whole_years_between('customer_records.birth_date', 'customers.as_of_date') }}
-            as age_in_years
-    from customers
-    left join customer_records
-        on customers.customer_id = customer_records.customer_id
+        customer_id,
+        {{ cw_whole_years_between('birth_date', 'as_of_date') }} as age_in_years
+    from birth_dates
 ),
 
 final as (

@@ -31,22 +31,12 @@ membership_levels as (
     select * from {{ ref('membership_levels') }}
 ),
 
-tier_settings as (
-    select * from {{ ref('tier_settings') }}
-),
-
 as_of as (
     select as_of_date from {{ ref('int_as_of_date') }}
 ),
 
 settings as (
-    select
-        cast(
-            max(
-                case when setting_name = 'membership_window_months' then setting_value end
-            ) as {{ dbt.type_int() }}
-        ) as window_months
-    from tier_settings
+    {{ cw_tier_settings() }}
 ),
 
 probe_dates as (
@@ -132,14 +122,8 @@ checkpoints as (
     select
         customer_id,
         change_date as checkpoint_date,
-        sum(spend_change) over (
-            partition by customer_id order by change_date
-            rows between unbounded preceding and current row
-        ) as spend_12m,
-        sum(orders_change) over (
-            partition by customer_id order by change_date
-            rows between unbounded preceding and current row
-        ) as orders_12m,
+        {{ cw_running_sum('spend_change', 'customer_id', 'change_date') }} as spend_12m,
+        {{ cw_running_sum('orders_change', 'customer_id', 'change_date') }} as orders_12m,
         lead(change_date) over (
             partition by customer_id order by change_date
         ) as next_checkpoint_date
@@ -163,8 +147,9 @@ qualifications as (
     from checkpoints_in_window
     cross join as_of
     inner join membership_levels
-        on checkpoints_in_window.spend_12m >= membership_levels.min_spend_12m
-            and checkpoints_in_window.orders_12m >= membership_levels.min_orders_12m
+        on {{ cw_membership_level_met(
+            'checkpoints_in_window.spend_12m', 'checkpoints_in_window.orders_12m'
+        ) }}
     where checkpoints_in_window.checkpoint_date
         >= {{ cw_add_days('as_of.as_of_date', '-membership_levels.grace_period_days') }}
 ),
@@ -213,14 +198,10 @@ balances_on_as_of_date as (
 ),
 
 qualified_ranks as (
-    select
-        balances_on_as_of_date.customer_id,
-        max(membership_levels.level_rank) as qualified_level_rank
-    from balances_on_as_of_date
-    inner join membership_levels
-        on balances_on_as_of_date.spend_12m >= membership_levels.min_spend_12m
-            and balances_on_as_of_date.orders_12m >= membership_levels.min_orders_12m
-    group by balances_on_as_of_date.customer_id
+    {{ cw_highest_membership_level_met(
+        'balances_on_as_of_date', 'customer_id', 'spend_12m', 'orders_12m',
+        rank_column='qualified_level_rank'
+    ) }}
 ),
 
 levels_ranked as (
@@ -270,33 +251,29 @@ final as (
         end as membership_level_kept_until,
         case
             when customer_levels.level_rank > customer_levels.qualified_level_rank
-                then cast(
-                        greatest(held_levels.min_spend_12m - customer_levels.spend_12m, 0)
-                        as decimal(18, 2)
-                    )
+                then {{ cw_short_of(
+                    'held_levels.min_spend_12m', 'customer_levels.spend_12m', 'decimal(18, 2)'
+                ) }}
         end as spend_to_keep_level,
         case
             when customer_levels.level_rank > customer_levels.qualified_level_rank
-                then cast(
-                        greatest(held_levels.min_orders_12m - customer_levels.orders_12m, 0)
-                        as {{ dbt.type_int() }}
-                    )
+                then {{ cw_short_of(
+                    'held_levels.min_orders_12m', 'customer_levels.orders_12m', dbt.type_int()
+                ) }}
         end as orders_to_keep_level,
         held_levels.next_membership_level,
         {#- greatest() skips nulls, so the top level needs its own branch. -#}
         case
             when held_levels.next_membership_level is not null
-                then cast(
-                        greatest(held_levels.next_min_spend_12m - customer_levels.spend_12m, 0)
-                        as decimal(18, 2)
-                    )
+                then {{ cw_short_of(
+                    'held_levels.next_min_spend_12m', 'customer_levels.spend_12m', 'decimal(18, 2)'
+                ) }}
         end as spend_to_next_level,
         case
             when held_levels.next_membership_level is not null
-                then cast(
-                        greatest(held_levels.next_min_orders_12m - customer_levels.orders_12m, 0)
-                        as {{ dbt.type_int() }}
-                    )
+                then {{ cw_short_of(
+                    'held_levels.next_min_orders_12m', 'customer_levels.orders_12m', dbt.type_int()
+                ) }}
         end as orders_to_next_level,
         as_of.as_of_date
     from customer_levels

@@ -7,24 +7,12 @@
     customer's orders only, so a filtered run recomputes the customers whose orders changed or
     crossed the as-of date since the last run (cw_affected_customers) and keeps the others.
 -#}
-{{ config(
-    unique_key=['customer_id', 'purchase_date'],
-    pre_hook="{{ cw_incremental_pre_hook('customers') }}",
-    post_hook="{{ cw_incremental_post_hook('customers') }}",
-) }}
-{%- set plan = cw_incremental_plan('customers') %}
--- depends_on: {{ source('shop', 'deliveries') }}
--- depends_on: {{ ref('base_shop__orders') }}
--- depends_on: {{ ref('stg_shop__orders') }}
--- depends_on: {{ ref('int_as_of_date') }}
+{{ cw_customer_incremental_config(unique_key=['customer_id', 'purchase_date']) }}
 
 with
 
 orders as (
-    select * from {{ ref('int_orders_filtered_to_as_of_date') }}
-    {%- if plan.mode == 'filter' %}
-        where customer_id in ({{ cw_affected_customers(plan) }})
-    {%- endif %}
+    {{ cw_orders_of_affected_customers() }}
 ),
 
 purchase_days as (

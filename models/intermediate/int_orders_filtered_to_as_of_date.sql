@@ -4,6 +4,9 @@
     such an order is still `completed` here (and its status_changed_at is null). Everything
     downstream reads orders through this model, so no feature, tier or level can see the future.
 -#}
+{%- set order_columns = [
+    'order_id', 'customer_id', 'ordered_at', 'ordered_date', 'amount', 'discount_amount', 'channel'
+] %}
 with
 
 orders as (
@@ -16,13 +19,9 @@ as_of as (
 
 cut_off as (
     select
-        orders.order_id,
-        orders.customer_id,
-        orders.ordered_at,
-        orders.ordered_date,
-        orders.amount,
-        orders.discount_amount,
-        orders.channel,
+        {%- for column in order_columns %}
+            orders.{{ column }},
+        {%- endfor %}
         orders.status as final_status,
         orders.status_changed_at as final_status_changed_at,
         as_of.as_of_date
@@ -33,13 +32,7 @@ cut_off as (
 
 statuses_as_of as (
     select
-        order_id,
-        customer_id,
-        ordered_at,
-        ordered_date,
-        amount,
-        discount_amount,
-        channel,
+        cut_off.*,
         case
             when final_status <> 'completed'
                 and cast(final_status_changed_at as date) > as_of_date
@@ -49,20 +42,15 @@ statuses_as_of as (
         case
             when cast(final_status_changed_at as date) <= as_of_date
                 then final_status_changed_at
-        end as status_changed_at,
-        as_of_date
+        end as status_changed_at
     from cut_off
 ),
 
 final as (
     select
-        order_id,
-        customer_id,
-        ordered_at,
-        ordered_date,
-        amount,
-        discount_amount,
-        channel,
+        {%- for column in order_columns %}
+            {{ column }},
+        {%- endfor %}
         status,
         status_changed_at,
         status = 'completed' as is_purchase,

@@ -18,42 +18,20 @@
     Incremental like int_orders_aggregated_to_customer_days: a customer's rows depend on that
     customer's orders only.
 -#}
-{{ config(
-    unique_key='order_id',
-    pre_hook="{{ cw_incremental_pre_hook('customers') }}",
-    post_hook="{{ cw_incremental_post_hook('customers') }}",
-) }}
-{%- set plan = cw_incremental_plan('customers') %}
--- depends_on: {{ source('shop', 'deliveries') }}
--- depends_on: {{ ref('base_shop__orders') }}
--- depends_on: {{ ref('stg_shop__orders') }}
--- depends_on: {{ ref('int_as_of_date') }}
+{{ cw_customer_incremental_config(unique_key='order_id') }}
 
 with
 
 orders as (
-    select * from {{ ref('int_orders_filtered_to_as_of_date') }}
-    {%- if plan.mode == 'filter' %}
-        where customer_id in ({{ cw_affected_customers(plan) }})
-    {%- endif %}
+    {{ cw_orders_of_affected_customers() }}
 ),
 
 membership_levels as (
     select * from {{ ref('membership_levels') }}
 ),
 
-tier_settings as (
-    select * from {{ ref('tier_settings') }}
-),
-
 settings as (
-    select
-        cast(
-            max(
-                case when setting_name = 'membership_window_months' then setting_value end
-            ) as {{ dbt.type_int() }}
-        ) as window_months
-    from tier_settings
+    {{ cw_tier_settings() }}
 ),
 
 flagged_orders as (
@@ -109,33 +87,21 @@ balances_before as (
         customer_id,
         order_id,
         is_order_event,
+        {%- set event_sequence = 'event_at, event_order, order_id' %}
         coalesce(
-            sum(spend_change) over (
-                partition by customer_id order by event_at, event_order, order_id
-                rows between unbounded preceding and 1 preceding
-            ),
-            0
+            {{ cw_running_sum('spend_change', 'customer_id', event_sequence, '1 preceding') }}, 0
         ) as spend_12m_before_order,
         coalesce(
-            sum(orders_change) over (
-                partition by customer_id order by event_at, event_order, order_id
-                rows between unbounded preceding and 1 preceding
-            ),
-            0
+            {{ cw_running_sum('orders_change', 'customer_id', event_sequence, '1 preceding') }}, 0
         ) as orders_12m_before_order
     from events
 ),
 
 level_ranks as (
-    select
-        balances_before.order_id,
-        max(membership_levels.level_rank) as level_rank
-    from balances_before
-    inner join membership_levels
-        on balances_before.spend_12m_before_order >= membership_levels.min_spend_12m
-            and balances_before.orders_12m_before_order >= membership_levels.min_orders_12m
-    where balances_before.is_order_event
-    group by balances_before.order_id
+    {{ cw_highest_membership_level_met(
+        'balances_before', 'order_id', 'spend_12m_before_order', 'orders_12m_before_order',
+        where='balances_before.is_order_event'
+    ) }}
 ),
 
 final as (

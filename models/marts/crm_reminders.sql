@@ -28,30 +28,8 @@ membership_levels as (
     select * from {{ ref('membership_levels') }}
 ),
 
-tier_settings as (
-    select * from {{ ref('tier_settings') }}
-),
-
 settings as (
-    select
-        cast(
-            max(
-                case when setting_name = 'crm_birthday_lookahead_days' then setting_value end
-            ) as {{ dbt.type_int() }}
-        ) as birthday_lookahead_days,
-        cast(
-            max(
-                case
-                    when setting_name = 'crm_upgrade_nudge_max_spend_share' then setting_value
-                end
-            ) as double
-        ) as upgrade_nudge_max_spend_share,
-        cast(
-            max(
-                case when setting_name = 'crm_upgrade_nudge_max_orders' then setting_value end
-            ) as {{ dbt.type_int() }}
-        ) as upgrade_nudge_max_orders
-    from tier_settings
+    {{ cw_tier_settings() }}
 ),
 
 contactable as (

@@ -34,21 +34,9 @@ tiers as (
 final as (
     select
         customer_id,
-        value_tier,
-        value_tier_label,
-        value_tier_rank,
-        lifecycle_stage,
-        membership_level,
-        membership_level_rank,
-        recency_score,
-        frequency_score,
-        monetary_score,
-        rfm_total_score,
-        days_since_first_purchase,
-        days_since_last_purchase,
-        spend_12m,
-        orders_12m,
-        is_in_grace_period,
+        {%- for column in cw_tier_history_columns() %}
+            {{ column }},
+        {%- endfor %}
         as_of_date
     from tiers
 )

@@ -18,43 +18,18 @@ history as (
 
 history_with_previous as (
     select
-        customer_id,
-        as_of_date,
-        value_tier,
-        value_tier_rank,
-        lifecycle_stage,
-        membership_level,
-        membership_level_rank,
-        recency_score,
-        frequency_score,
-        monetary_score,
-        rfm_total_score,
-        days_since_first_purchase,
-        days_since_last_purchase,
-        spend_12m,
-        orders_12m,
-        is_in_grace_period,
-        lag(as_of_date) over (
-            partition by customer_id order by as_of_date
-        ) as previous_as_of_date,
-        lag(value_tier) over (
-            partition by customer_id order by as_of_date
-        ) as previous_value_tier,
-        lag(value_tier_rank) over (
-            partition by customer_id order by as_of_date
-        ) as previous_value_tier_rank,
-        lag(lifecycle_stage) over (
-            partition by customer_id order by as_of_date
-        ) as previous_lifecycle_stage,
-        lag(membership_level) over (
-            partition by customer_id order by as_of_date
-        ) as previous_membership_level,
-        lag(membership_level_rank) over (
-            partition by customer_id order by as_of_date
-        ) as previous_membership_level_rank,
-        lag(rfm_total_score) over (
-            partition by customer_id order by as_of_date
-        ) as previous_rfm_total_score
+        history.*,
+        {%- for column in [
+            'as_of_date',
+            'value_tier',
+            'value_tier_rank',
+            'lifecycle_stage',
+            'membership_level',
+            'membership_level_rank',
+        ] %}
+            {{ cw_on_previous_as_of_date(column) }} as previous_{{ column }},
+        {%- endfor %}
+        {{ cw_on_previous_as_of_date('rfm_total_score') }} as previous_rfm_total_score
     from history
 ),
 

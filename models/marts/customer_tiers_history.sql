@@ -22,15 +22,9 @@ history as (
 compared as (
     select
         history.*,
-        lag(coalesce(value_tier, '')) over (
-            partition by customer_id order by as_of_date
-        ) as previous_value_tier,
-        lag(lifecycle_stage) over (
-            partition by customer_id order by as_of_date
-        ) as previous_lifecycle_stage,
-        lag(membership_level) over (
-            partition by customer_id order by as_of_date
-        ) as previous_membership_level
+        {{ cw_on_previous_as_of_date("coalesce(value_tier, '')") }} as previous_value_tier,
+        {{ cw_on_previous_as_of_date('lifecycle_stage') }} as previous_lifecycle_stage,
+        {{ cw_on_previous_as_of_date('membership_level') }} as previous_membership_level
     from history
 ),
 
@@ -51,10 +45,7 @@ version_starts as (
 numbered as (
     select
         version_starts.*,
-        sum(starts_version) over (
-            partition by customer_id order by as_of_date
-            rows between unbounded preceding and current row
-        ) as version_number
+        {{ cw_running_sum('starts_version', 'customer_id', 'as_of_date') }} as version_number
     from version_starts
 ),
 
@@ -71,21 +62,9 @@ versions as (
     select
         numbered.customer_id,
         numbered.version_number,
-        numbered.value_tier,
-        numbered.value_tier_label,
-        numbered.value_tier_rank,
-        numbered.lifecycle_stage,
-        numbered.membership_level,
-        numbered.membership_level_rank,
-        numbered.recency_score,
-        numbered.frequency_score,
-        numbered.monetary_score,
-        numbered.rfm_total_score,
-        numbered.days_since_first_purchase,
-        numbered.days_since_last_purchase,
-        numbered.spend_12m,
-        numbered.orders_12m,
-        numbered.is_in_grace_period,
+        {%- for column in cw_tier_history_columns() %}
+            numbered.{{ column }},
+        {%- endfor %}
         numbered.as_of_date as valid_from,
         version_ends.last_recorded_on,
         lead(numbered.as_of_date) over (
@@ -102,21 +81,9 @@ final as (
     select
         customer_id,
         cast(version_number as {{ dbt.type_int() }}) as version_number,
-        value_tier,
-        value_tier_label,
-        value_tier_rank,
-        lifecycle_stage,
-        membership_level,
-        membership_level_rank,
-        recency_score,
-        frequency_score,
-        monetary_score,
-        rfm_total_score,
-        days_since_first_purchase,
-        days_since_last_purchase,
-        spend_12m,
-        orders_12m,
-        is_in_grace_period,
+        {%- for column in cw_tier_history_columns() %}
+            {{ column }},
+        {%- endfor %}
         valid_from,
         valid_to,
         last_recorded_on,

@@ -1,8 +1,10 @@
 {#-
     int_orders_joined_to_membership_levels computes each order's level with a running sum; this
     recounts the 12-month spend and orders before each order with a plain self-join and checks
-    that both give the same level. A second, independent implementation of the rule: an earlier
-    order counts when it is a purchase, or was cancelled/refunded only after this order.
+    that both give the same level. A second, independent implementation of the counting: an
+    earlier order counts when it is a purchase, or was cancelled/refunded only after this order.
+    The settings and the level thresholds are read through the same macros as the models
+    (cw_tier_settings, cw_highest_membership_level_met): they are the rules, not the counting.
 -#}
 with
 
@@ -18,15 +20,8 @@ membership_levels as (
     select * from {{ ref('membership_levels') }}
 ),
 
-tier_settings as (
-    select * from {{ ref('tier_settings') }}
-),
-
 settings as (
-    select
-        cast(max(setting_value) as {{ dbt.type_int() }}) as window_months
-    from tier_settings
-    where setting_name = 'membership_window_months'
+    {{ cw_tier_settings() }}
 ),
 
 recounted as (
@@ -52,14 +47,7 @@ recounted as (
 ),
 
 recounted_levels as (
-    select
-        recounted.order_id,
-        max(membership_levels.level_rank) as level_rank
-    from recounted
-    inner join membership_levels
-        on recounted.spend_before >= membership_levels.min_spend_12m
-            and recounted.orders_before >= membership_levels.min_orders_12m
-    group by recounted.order_id
+    {{ cw_highest_membership_level_met('recounted', 'order_id', 'spend_before', 'orders_before') }}
 )
 
 select

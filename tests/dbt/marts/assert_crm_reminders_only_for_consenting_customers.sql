@@ -22,5 +22,4 @@ left join customers
 where customers.customer_id is null
     or not coalesce(customers.has_marketing_consent, false)
     or coalesce(customers.email, customers.phone) is null
-    or reminders.contact_channel
-    <> case when customers.email is not null then 'email' else 'sms' end
+    or reminders.contact_channel <> {{ cw_contact_channel('customers.email') }}
