@@ -108,64 +108,11 @@ def insert_events(
 ) -> None:
     """Add the customers' orders, redemptions, adjustments and birth months."""
     customers = list(customers)
-    stamp = pa.timestamp("us", tz="UTC") if aware else pa.timestamp("us")
-    orders = [(c.customer_id, o) for c in customers for o in c.orders]
-    redemptions = [(c.customer_id, r) for c in customers for r in c.redemptions]
-    adjustments = [(c.customer_id, a) for c in customers for a in c.adjustments]
     tables = {
-        "orders_in": pa.table(
-            {
-                "order_id": pa.array([o.order_id for _, o in orders], pa.string()),
-                "customer_id": pa.array([c for c, _ in orders], pa.string()),
-                "ordered_at": pa.array([_stamp(o.ordered_at, aware) for _, o in orders], stamp),
-                "status_changed_at": pa.array(
-                    [_stamp(o.status_changed_at, aware) for _, o in orders], stamp
-                ),
-                "amount": pa.array(
-                    [_decimal_or_none(o.amount) for _, o in orders], pa.decimal128(18, 2)
-                ),
-                "status": pa.array([o.status for _, o in orders], pa.string()),
-                "membership_level_at_order": pa.array(
-                    [o.membership_level_at_order for _, o in orders], pa.string()
-                ),
-            }
-        ),
-        "redemptions_in": pa.table(
-            {
-                "redemption_id": pa.array([r.redemption_id for _, r in redemptions], pa.string()),
-                "customer_id": pa.array([c for c, _ in redemptions], pa.string()),
-                "redeemed_at": pa.array(
-                    [_stamp(r.redeemed_at, aware) for _, r in redemptions], stamp
-                ),
-                "points": pa.array(
-                    [None if r.points is None else float(r.points) for _, r in redemptions],
-                    pa.float64(),
-                ),
-            }
-        ),
-        "adjustments_in": pa.table(
-            {
-                "adjustment_id": pa.array([a.adjustment_id for _, a in adjustments], pa.string()),
-                "customer_id": pa.array([c for c, _ in adjustments], pa.string()),
-                "adjusted_at": pa.array(
-                    [a.adjusted_at for _, a in adjustments], pa.timestamp("us")
-                ),
-                "points": pa.array([a.points for _, a in adjustments], pa.int64()),
-                "reason": pa.array([a.reason for _, a in adjustments], pa.string()),
-            }
-        ),
-        "births_in": pa.table(
-            {
-                "customer_id": pa.array(
-                    [c.customer_id for c in customers if not c.customer_id.endswith(NO_BIRTH_ROW)],
-                    pa.string(),
-                ),
-                "birth_month": pa.array(
-                    [c.birth_month for c in customers if not c.customer_id.endswith(NO_BIRTH_ROW)],
-                    pa.int32(),
-                ),
-            }
-        ),
+        "orders_in": _orders_table(customers, aware),
+        "redemptions_in": _redemptions_table(customers, aware),
+        "adjustments_in": _adjustments_table(customers),
+        "births_in": _births_table(customers),
     }
     for name, table in tables.items():
         con.register(name, table)
@@ -188,6 +135,72 @@ def insert_events(
     finally:
         for name in tables:
             con.unregister(name)
+
+
+def _stamp_type(aware: bool) -> pa.DataType:
+    return pa.timestamp("us", tz="UTC") if aware else pa.timestamp("us")
+
+
+def _orders_table(customers: list[CustomerEvents], aware: bool) -> pa.Table:
+    orders = [(c.customer_id, o) for c in customers for o in c.orders]
+    stamp = _stamp_type(aware)
+    return pa.table(
+        {
+            "order_id": pa.array([o.order_id for _, o in orders], pa.string()),
+            "customer_id": pa.array([c for c, _ in orders], pa.string()),
+            "ordered_at": pa.array([_stamp(o.ordered_at, aware) for _, o in orders], stamp),
+            "status_changed_at": pa.array(
+                [_stamp(o.status_changed_at, aware) for _, o in orders], stamp
+            ),
+            "amount": pa.array(
+                [_decimal_or_none(o.amount) for _, o in orders], pa.decimal128(18, 2)
+            ),
+            "status": pa.array([o.status for _, o in orders], pa.string()),
+            "membership_level_at_order": pa.array(
+                [o.membership_level_at_order for _, o in orders], pa.string()
+            ),
+        }
+    )
+
+
+def _redemptions_table(customers: list[CustomerEvents], aware: bool) -> pa.Table:
+    redemptions = [(c.customer_id, r) for c in customers for r in c.redemptions]
+    return pa.table(
+        {
+            "redemption_id": pa.array([r.redemption_id for _, r in redemptions], pa.string()),
+            "customer_id": pa.array([c for c, _ in redemptions], pa.string()),
+            "redeemed_at": pa.array(
+                [_stamp(r.redeemed_at, aware) for _, r in redemptions], _stamp_type(aware)
+            ),
+            "points": pa.array(
+                [None if r.points is None else float(r.points) for _, r in redemptions],
+                pa.float64(),
+            ),
+        }
+    )
+
+
+def _adjustments_table(customers: list[CustomerEvents]) -> pa.Table:
+    adjustments = [(c.customer_id, a) for c in customers for a in c.adjustments]
+    return pa.table(
+        {
+            "adjustment_id": pa.array([a.adjustment_id for _, a in adjustments], pa.string()),
+            "customer_id": pa.array([c for c, _ in adjustments], pa.string()),
+            "adjusted_at": pa.array([a.adjusted_at for _, a in adjustments], pa.timestamp("us")),
+            "points": pa.array([a.points for _, a in adjustments], pa.int64()),
+            "reason": pa.array([a.reason for _, a in adjustments], pa.string()),
+        }
+    )
+
+
+def _births_table(customers: list[CustomerEvents]) -> pa.Table:
+    known = [c for c in customers if not c.customer_id.endswith(NO_BIRTH_ROW)]
+    return pa.table(
+        {
+            "customer_id": pa.array([c.customer_id for c in known], pa.string()),
+            "birth_month": pa.array([c.birth_month for c in known], pa.int32()),
+        }
+    )
 
 
 def make_warehouse(

@@ -607,60 +607,76 @@ def test_invariants_over_random_event_streams(seed: int) -> None:
             continue
         result = results[events.customer_id]
         assert result == reference
-        ledger, balance = result.ledger, result.balance
+        _assert_balance_adds_up(result)
+        _assert_ordered_with_stable_ids(result.ledger, as_of_end)
+        _assert_expired_points_never_available(result.ledger)
+        _assert_clawbacks_within_earned(result.ledger)
+        _assert_every_redemption_counted_once(events, result, as_of_end)
 
-        # Balance = sum of ledger movements, and the running balance is never negative.
-        running = 0
-        for row in ledger:
-            running += row.points
-            assert row.balance_after == running >= 0
-        assert balance.points_balance == running == sum(r.points for r in ledger)
-        assert balance.points_balance == (
-            balance.points_earned_total
-            - balance.points_redeemed_total
-            - balance.points_expired_total
-            - balance.points_clawed_back_total
-        )
 
-        # Deterministic, in time order, stable unique ids, nothing after the as-of date.
-        keys = [(r.occurred_at, MOVEMENT_RANK[r.movement_type]) for r in ledger]
-        assert keys == sorted(keys)
-        assert all(r.occurred_at < as_of_end for r in ledger)
-        assert [r.movement_seq for r in ledger] == list(range(1, len(ledger) + 1))
-        assert len({r.movement_id for r in ledger}) == len(ledger)
+def _assert_balance_adds_up(result) -> None:
+    """Balance = sum of ledger movements, and the running balance is never negative."""
+    ledger, balance = result.ledger, result.balance
+    running = 0
+    for row in ledger:
+        running += row.points
+        assert row.balance_after == running >= 0
+    assert balance.points_balance == running == sum(r.points for r in ledger)
+    assert balance.points_balance == (
+        balance.points_earned_total
+        - balance.points_redeemed_total
+        - balance.points_expired_total
+        - balance.points_clawed_back_total
+    )
 
-        # Expired points are never available: at every redemption, and at the end of every
-        # instant, the balance is covered by lots that are still valid at that moment.
-        lots = [
-            (r.occurred_at, r.lot_expires_at, r.points) for r in ledger if r.movement_type == "earn"
-        ]
-        for row, following in zip(ledger, [*ledger[1:], None], strict=False):
-            if row.movement_type == "redeem" or (
-                following is None or following.occurred_at != row.occurred_at
-            ):
-                assert row.balance_after <= valid_points_at(lots, row.occurred_at)
 
-        # A clawback never takes more than its order earned; taken + shortfall = earned.
-        earned = {r.order_id: r.points for r in ledger if r.movement_type == "earn"}
-        for row in ledger:
-            if row.movement_type == "clawback":
-                assert -row.points + row.points_shortfall == earned[row.order_id]
+def _assert_ordered_with_stable_ids(ledger, as_of_end: datetime) -> None:
+    """Deterministic, in time order, stable unique ids, nothing after the as-of date."""
+    keys = [(r.occurred_at, MOVEMENT_RANK[r.movement_type]) for r in ledger]
+    assert keys == sorted(keys)
+    assert all(r.occurred_at < as_of_end for r in ledger)
+    assert [r.movement_seq for r in ledger] == list(range(1, len(ledger) + 1))
+    assert len({r.movement_id for r in ledger}) == len(ledger)
 
-        # Every redemption up to the as-of date is either in the ledger or rejected, once.
-        counted = [r.redemption_id for r in ledger if r.movement_type == "redeem"]
-        counted += [r.redemption_id for r in result.rejected_redemptions]
-        expected = [r.redemption_id for r in events.redemptions if r.redeemed_at < as_of_end]
-        assert sorted(counted) == sorted(expected)
-        for reject in result.rejected_redemptions:
-            assert reject.available_balance >= 0
-            if reject.reject_reason == "insufficient_balance":
-                assert reject.points > reject.available_balance
-        for row in ledger:
-            if row.movement_type == "redeem":
-                requested = next(
-                    r.points for r in events.redemptions if r.redemption_id == row.redemption_id
-                )
-                assert row.points == -requested  # never clamped
+
+def _assert_expired_points_never_available(ledger) -> None:
+    """At every redemption, and at the end of every instant, the balance is covered by lots
+    that are still valid at that moment."""
+    earns = [r for r in ledger if r.movement_type == "earn"]
+    lots = [(r.occurred_at, r.lot_expires_at, r.points) for r in earns]
+    for row, following in zip(ledger, [*ledger[1:], None], strict=False):
+        if row.movement_type == "redeem" or (
+            following is None or following.occurred_at != row.occurred_at
+        ):
+            assert row.balance_after <= valid_points_at(lots, row.occurred_at)
+
+
+def _assert_clawbacks_within_earned(ledger) -> None:
+    """A clawback never takes more than its order earned; taken + shortfall = earned."""
+    earned = {r.order_id: r.points for r in ledger if r.movement_type == "earn"}
+    for row in ledger:
+        if row.movement_type == "clawback":
+            assert -row.points + row.points_shortfall == earned[row.order_id]
+
+
+def _assert_every_redemption_counted_once(events, result, as_of_end: datetime) -> None:
+    """Every redemption up to the as-of date is either in the ledger or rejected, once; a
+    redemption is never clamped."""
+    ledger = result.ledger
+    counted = [r.redemption_id for r in ledger if r.movement_type == "redeem"]
+    counted += [r.redemption_id for r in result.rejected_redemptions]
+    expected = [r.redemption_id for r in events.redemptions if r.redeemed_at < as_of_end]
+    assert sorted(counted) == sorted(expected)
+    for reject in result.rejected_redemptions:
+        assert reject.available_balance >= 0
+        if reject.reject_reason == "insufficient_balance":
+            assert reject.points > reject.available_balance
+    for row in ledger:
+        if row.movement_type == "redeem":
+            requested = next(
+                r.points for r in events.redemptions if r.redemption_id == row.redemption_id
+            )
+            assert row.points == -requested  # never clamped
 
 
 @pytest.mark.parametrize(
