@@ -22,15 +22,6 @@ from scipy import integrate, special, stats
 
 from customer_warehouse import demo
 from customer_warehouse.demo import (
-    ADJUSTMENT_COLUMNS,
-    CUSTOMER_COLUMNS,
-    DIRTY_CUSTOMER_REASONS,
-    DIRTY_ORDER_REASONS,
-    ITEM_COLUMNS,
-    ORDER_COLUMNS,
-    PRODUCT_COLUMNS,
-    REDEMPTION_COLUMNS,
-    SURVEY_COLUMNS,
     BgNbdParams,
     GammaGammaParams,
     generate,
@@ -150,7 +141,7 @@ def expected_reasons_from_rules(orders: pd.DataFrame, customer_ids: set[str]) ->
     for _order_id, group in with_id.groupby("order_id"):
         if len(group) == 1:
             continue
-        content = group[list(ORDER_COLUMNS)].drop_duplicates()
+        content = group[list(demo.ORDER_COLUMNS)].drop_duplicates()
         if len(content) == 1:
             found |= {(int(n), "exact_duplicate") for n in group["row_number"].iloc[1:]}
         else:
@@ -219,12 +210,12 @@ def test_every_file_and_column_is_present(fixture: str, request: pytest.FixtureR
     folder: Path = request.getfixturevalue(fixture)
     fmt = "csv" if fixture == "csv_dir" else "parquet"
     expected = {
-        "orders": ORDER_COLUMNS,
-        "customers": CUSTOMER_COLUMNS,
-        "order_items": ITEM_COLUMNS,
-        "products": PRODUCT_COLUMNS,
-        "redemptions": REDEMPTION_COLUMNS,
-        "point_adjustments": ADJUSTMENT_COLUMNS,
+        "orders": demo.ORDER_COLUMNS,
+        "customers": demo.CUSTOMER_COLUMNS,
+        "order_items": demo.ITEM_COLUMNS,
+        "products": demo.PRODUCT_COLUMNS,
+        "redemptions": demo.REDEMPTION_COLUMNS,
+        "point_adjustments": demo.ADJUSTMENT_COLUMNS,
     }
     for name, columns in expected.items():
         assert (folder / f"{name}.{fmt}").is_file()
@@ -240,11 +231,11 @@ def test_every_file_and_column_is_present(fixture: str, request: pytest.FixtureR
         assert path.name.startswith("responses_20")
         if path.suffix == ".json":
             records = json.loads(path.read_text(encoding="utf-8"))
-            assert set(records[0]) == set(SURVEY_COLUMNS)
+            assert set(records[0]) == set(demo.SURVEY_COLUMNS)
             assert isinstance(records[0]["need_tags"], list)
         else:
             with path.open(encoding="utf-8", newline="") as handle:
-                assert tuple(next(csv.reader(handle))) == SURVEY_COLUMNS
+                assert tuple(next(csv.reader(handle))) == demo.SURVEY_COLUMNS
     params = json.loads((folder / "truth" / "params.json").read_text())
     assert params["time_unit"] == "day"
     assert set(params["bg_nbd"]) == {"r", "alpha", "a", "b"}
@@ -495,7 +486,7 @@ def test_dirty_orders_are_listed_exactly(fixture: str, request: pytest.FixtureRe
     assert len(listed) == len(truth)
     assert expected_reasons_from_rules(orders, customer_ids) == listed
     assert (orders["order_id"].iloc[truth["row_number"] - 1].to_numpy() == truth["order_id"]).all()
-    assert set(truth["expected_reason"]) == set(DIRTY_ORDER_REASONS)
+    assert set(truth["expected_reason"]) == set(demo.DIRTY_ORDER_REASONS)
     # Extra rows at about the requested rate, the same number for each reason.
     extra = truth[
         ~((truth["expected_reason"] == "conflicting_duplicate") & truth.duplicated("order_id"))
@@ -530,12 +521,12 @@ def test_dirty_customers_are_listed_exactly(csv_dir: Path) -> None:
             found.add((row.row_number, "missing_customer_id"))
     for _cid, group in customers[customers["customer_id"] != ""].groupby("customer_id"):
         if len(group) > 1:
-            if len(group[list(CUSTOMER_COLUMNS)].drop_duplicates()) == 1:
+            if len(group[list(demo.CUSTOMER_COLUMNS)].drop_duplicates()) == 1:
                 found |= {(n, "exact_duplicate") for n in group["row_number"].iloc[1:]}
             else:
                 found |= {(n, "conflicting_duplicate") for n in group["row_number"]}
     assert found == set(zip(truth["row_number"], truth["expected_reason"], strict=True))
-    assert set(truth["expected_reason"]) == set(DIRTY_CUSTOMER_REASONS)
+    assert set(truth["expected_reason"]) == set(demo.DIRTY_CUSTOMER_REASONS)
     # Conflicting duplicates are made from prospects, so no buyer loses its record.
     buyers = set(clean_orders(csv_dir)["customer_id"])
     assert not buyers & set(

@@ -68,6 +68,7 @@ from customer_warehouse.predictions.estimation import (
     ModelFamily,
     _mle_fit,
     fit_family,
+    fit_features,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -185,15 +186,7 @@ def fit_bg_nbd_mle(
     return _mle_fit(BG_NBD, ll_grad, x0, d.n, len(df), time_unit, as_of_date, converge_tol_se)
 
 
-def fit_bg_nbd(
-    data: Any,
-    method: FitMethod = "map",
-    *,
-    time_unit: TimeUnit = "day",
-    as_of_date: date | str | None = None,
-    mcmc_kwargs: Mapping[str, Any] | None = None,
-    converge_tol_se: float = 0.05,
-) -> FitResult:
+def fit_bg_nbd(data: Any, method: FitMethod = "map", **options: Any) -> FitResult:
     """Fit the BG/NBD with ``pymc_marketing.clv.BetaGeoModel`` and flat priors.
 
     ``method="map"``: maximum likelihood (MAP with HalfFlat priors). ``method="mcmc"``: NUTS
@@ -204,9 +197,11 @@ def fit_bg_nbd(
     ``converged`` for MAP is decided independently of pymc's optimizer: the remaining Newton step
     of this module's likelihood at the returned parameters must be below ``converge_tol_se``
     standard errors (see ``_diagnostics``). For MCMC it means every r-hat < 1.05.
+
+    ``options``: ``time_unit`` (default "day"), ``as_of_date``, ``mcmc_kwargs``,
+    ``converge_tol_se`` (0.05), as ``estimation.fit_features`` takes them.
     """
-    df = prepare_features(data, time_unit)
-    return _fit_bg_nbd(df, method, time_unit, as_of_date, mcmc_kwargs, converge_tol_se)
+    return fit_features(BG_NBD, data, method, **options)
 
 
 def _bg_likelihood(frame: pd.DataFrame) -> LikelihoodGradient:

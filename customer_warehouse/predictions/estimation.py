@@ -32,8 +32,11 @@ from customer_warehouse.predictions.contract import (
     DEFAULT_BOUNDS,
     TIME_UNITS,
     FitError,
+    FitMethod,
     FitResult,
+    TimeUnit,
     _as_date,
+    prepare_features,
 )
 
 #: Maps log-parameters to (log-likelihood, its gradient).
@@ -113,6 +116,24 @@ class ModelFamily:
     likelihood: Callable[[pd.DataFrame], LikelihoodGradient]
     #: The customers the model can use (may raise ``FitError`` when none is left).
     usable: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+
+
+def fit_features(
+    family: ModelFamily,
+    data: Any,
+    method: FitMethod = "map",
+    *,
+    time_unit: TimeUnit = "day",
+    as_of_date: date | str | None = None,
+    mcmc_kwargs: Mapping[str, Any] | None = None,
+    converge_tol_se: float = 0.05,
+) -> FitResult:
+    """Fit ``family`` on customer features (``contract.prepare_features`` input), the public
+    fits' common path. ``method="map"``: maximum likelihood (MAP with flat priors);
+    ``method="mcmc"``: NUTS with the same priors, ``params`` the posterior means and
+    ``intervals`` the 94 % equal-tailed intervals. ``converge_tol_se``: see ``validate_fit``."""
+    df = prepare_features(data, time_unit)
+    return fit_family(family, df, method, time_unit, as_of_date, mcmc_kwargs, converge_tol_se)
 
 
 def fit_family(

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from customer_warehouse.predictions import contract
 from customer_warehouse.predictions.beta_geo import _fit_bg_nbd
 from customer_warehouse.predictions.churn import validate_churn_thresholds
 from customer_warehouse.predictions.contract import (
@@ -24,12 +25,9 @@ from customer_warehouse.predictions.contract import (
     DEFAULT_MIN_CUSTOMERS,
     DEFAULT_MIN_HISTORY_DAYS,
     DEFAULT_MIN_REPEAT_CUSTOMERS,
-    TIME_UNITS,
     FitError,
-    FitMethod,
     FitResult,
     ModelStatus,
-    TimeUnit,
     _as_date,
     _count,
     model_params_table,
@@ -49,8 +47,8 @@ class FitOptions:
     minimums and ``bounds`` decide the fallbacks (package docstring, "Fallbacks").
     """
 
-    time_unit: TimeUnit = "day"
-    method: FitMethod = "map"
+    time_unit: contract.TimeUnit = "day"
+    method: contract.FitMethod = "map"
     churn_thresholds: Mapping[str, float] | None = None
     annual_discount_rate: float = 0.10
     min_customers: int = DEFAULT_MIN_CUSTOMERS
@@ -229,7 +227,7 @@ def _bg_status(
     """The BG/NBD rung: not attempted below the minimums, else fitted on ``fit_on`` and
     validated (``fallback`` when rejected)."""
     x = prepared["frequency"].to_numpy()
-    T_days = prepared["T"].to_numpy() * TIME_UNITS[opts.time_unit]
+    T_days = prepared["T"].to_numpy() * contract.TIME_UNITS[opts.time_unit]
     n, n_repeat = len(prepared), int((x > 0).sum())
     span_days = float(T_days.max()) if n else 0.0
     first_purchase = as_of - timedelta(days=int(round(span_days))) if n else None

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from customer_warehouse.predictions import estimation
 from customer_warehouse.predictions.contract import (
     GAMMA_GAMMA_PARAMS,
     FitError,
@@ -33,12 +34,6 @@ from customer_warehouse.predictions.contract import (
     TimeUnit,
     _arr,
     prepare_features,
-)
-from customer_warehouse.predictions.estimation import (
-    LikelihoodGradient,
-    ModelFamily,
-    _mle_fit,
-    fit_family,
 )
 
 #: Why a Gamma-Gamma fit is impossible (no usable customer).
@@ -131,26 +126,22 @@ def fit_gamma_gamma_mle(
     mean_m = float(gg["monetary_value"].mean())
     x0 = np.log([1.0, 2.0, mean_m])  # population mean p v / (q - 1) = observed mean
     ll_grad = functools.partial(_gg_ll_grad, d=d)
-    return _mle_fit(GAMMA_GAMMA, ll_grad, x0, d.n, len(gg), time_unit, as_of_date, converge_tol_se)
+    return estimation._mle_fit(
+        GAMMA_GAMMA, ll_grad, x0, d.n, len(gg), time_unit, as_of_date, converge_tol_se
+    )
 
 
-def fit_gamma_gamma(
-    data: Any,
-    method: FitMethod = "map",
-    *,
-    time_unit: TimeUnit = "day",
-    as_of_date: date | str | None = None,
-    mcmc_kwargs: Mapping[str, Any] | None = None,
-    converge_tol_se: float = 0.05,
-) -> FitResult:
+def fit_gamma_gamma(data: Any, method: FitMethod = "map", **options: Any) -> FitResult:
     """Fit the Gamma-Gamma spend model with ``pymc_marketing.clv.GammaGammaModel``.
 
     Uses only repeat buyers with a positive average spend (the model's likelihood is undefined
     for x = 0 or m <= 0). Flat priors are pymc-marketing's default for this model, so MAP is the
     MLE; ``method="mcmc"`` as in ``fit_bg_nbd``.
+
+    ``options``: ``time_unit`` (default "day"), ``as_of_date``, ``mcmc_kwargs``,
+    ``converge_tol_se`` (0.05), as ``estimation.fit_features`` takes them.
     """
-    df = prepare_features(data, time_unit)
-    return _fit_gamma_gamma(df, method, time_unit, as_of_date, mcmc_kwargs, converge_tol_se)
+    return estimation.fit_features(GAMMA_GAMMA, data, method, **options)
 
 
 def _gg_fit_input(df: pd.DataFrame) -> pd.DataFrame:
@@ -161,13 +152,13 @@ def _gg_fit_input(df: pd.DataFrame) -> pd.DataFrame:
     return gg
 
 
-def _gg_likelihood(frame: pd.DataFrame) -> LikelihoodGradient:
+def _gg_likelihood(frame: pd.DataFrame) -> estimation.LikelihoodGradient:
     return functools.partial(
         _gg_ll_grad, d=_GgData(frame["frequency"], frame["monetary_value"], None)
     )
 
 
-GAMMA_GAMMA = ModelFamily(
+GAMMA_GAMMA = estimation.ModelFamily(
     "gamma_gamma",
     GAMMA_GAMMA_PARAMS,
     "GammaGammaModel",
@@ -176,7 +167,7 @@ GAMMA_GAMMA = ModelFamily(
     _gg_fit_input,
 )
 #: ``fit_gamma_gamma`` on features already prepared.
-_fit_gamma_gamma = functools.partial(fit_family, GAMMA_GAMMA)
+_fit_gamma_gamma = functools.partial(estimation.fit_family, GAMMA_GAMMA)
 
 
 def gamma_gamma_expected_spend(params: Mapping[str, float], frequency, monetary_value):

@@ -1,11 +1,11 @@
 {#-
     Channel mix per customer with at least one purchase (completed order) by the as-of date.
-    The channel columns mirror the canonical channels of seeds/channel_aliases.csv
-    (online_shop, app, store, phone); `other` gathers the rest, including orders whose channel
+    The channel columns are the known channels (the var `channels`, which
+    seeds/channel_aliases.csv maps raw spellings onto); `other` gathers the rest, including orders whose channel
     is unknown. A customer is omni-channel when they bought in more than one known channel.
     The preferred channel has the most purchases; ties go to the higher spend, then the name.
 -#}
-{%- set known_channels = ['online_shop', 'app', 'store', 'phone'] %}
+{%- set known_channels = var('channels') %}
 {%- set known_channel_list = "'" ~ known_channels | join("', '") ~ "'" %}
 with
 

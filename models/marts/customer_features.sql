@@ -3,7 +3,7 @@
     they buy, and what they told us. Customers who registered but never bought are here with
     zero counts. Definitions in docs/tiers.md and int_orders_aggregated_to_customers.
 -#}
-{%- set channels = ['online_shop', 'app', 'store', 'phone', 'other'] %}
+{%- set channels = var('channels') + ['other'] %}
 with
 
 customers as (
