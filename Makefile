@@ -93,7 +93,7 @@ run-full-refresh: ensure-raw-data dagster-home  ## as `make run`, with `dbt buil
 	$(DAGSTER) job execute -m $(DAGSTER_MODULE) -j full_refresh -c orchestration/run_config/full_refresh.yaml $(if $(RUN_CONFIG),-c $(RUN_CONFIG))
 
 # A damaged warehouse file: set it aside (kept, timestamped) and build a new one from the raw
-# files. Every run cleans up dead runs itself (orchestration/recovery.py); so does this.
+# files. Every run cleans up dead runs itself (orchestration/recovery/); so does this.
 rebuild: ensure-raw-data dagster-home  ## move a damaged warehouse file aside and build it again from the raw files
 	DAGSTER_HOME="$(DAGSTER_HOME)" $(BIN)/python -m orchestration.recovery --set-aside-warehouse
 	$(MAKE) --no-print-directory run

@@ -1,1 +1,2 @@
-"""Benchmarks (`make bench`): scripts, and benchlib, the parts of them that are tested."""
+"""Benchmarks (`make bench`): scripts, and the parts of them that are tested: benchprep (data
+preparation), benchmeasure (measuring runs, the floor) and benchreport (results and chart)."""

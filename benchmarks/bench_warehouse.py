@@ -9,7 +9,7 @@ For every scale (orders: 100k, 1M, 10M by default; 50M with BENCH_LARGE=1):
    0.5 s; per stage (Dagster step) the step's times from the run's event log, its CPU and peak
    memory from the samples, orders per second; dbt's per-model times from run_results.json;
 3. the floor: one hand-written DuckDB query computing frequency, recency, tenure and monetary
-   value per customer from the same raw orders file (``benchlib.floor_sql``), in a process of
+   value per customer from the same raw orders file (``benchmeasure.floor_sql``), in a process of
    its own with the same memory limit;
 4. a daily run with about 1 % new orders (a tenth of them late) and 0.1 % status changes: a new
    delivery file ``orders/<date>.parquet`` when the raw loader reads deliveries, otherwise the
@@ -43,10 +43,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import benchlib  # noqa: E402
+from benchmarks import benchmeasure, benchprep, benchreport  # noqa: E402
 from customer_warehouse.demo import generate  # noqa: E402
 
-PROJECT_DIR = benchlib.PROJECT_DIR
+PROJECT_DIR = benchprep.PROJECT_DIR
 RESULTS = PROJECT_DIR / "benchmarks" / "results.json"
 DOC = PROJECT_DIR / "docs" / "benchmarks.md"
 CHART = PROJECT_DIR / "docs" / "img" / "bench_scaling.png"
@@ -132,7 +132,7 @@ def run_job(work: Path, env: dict[str, str], orders: int, log_name: str) -> dict
     started = time.time()
     with log_path.open("w") as log:
         proc = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=log, stderr=log)
-        with benchlib.TreeSampler(proc.pid, interval=0.5) as sampler:
+        with benchmeasure.TreeSampler(proc.pid, interval=0.5) as sampler:
             _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     ended = time.time()
@@ -150,7 +150,7 @@ def run_job(work: Path, env: dict[str, str], orders: int, log_name: str) -> dict
     for stat in step_stats:
         if stat.start_time is None or stat.end_time is None:
             continue
-        cpu, peak = benchlib.window_usage(samples, stat.start_time, stat.end_time)
+        cpu, peak = benchmeasure.window_usage(samples, stat.start_time, stat.end_time)
         wall = stat.end_time - stat.start_time
         stages.append(
             {
@@ -194,12 +194,12 @@ def run_floor(work: Path, orders_file: Path, memory_limit: str | None) -> dict[s
         config["temp_directory"] = str(work / "duckdb_tmp")
     script = (
         "import json, sys, time, duckdb\n"
-        "from benchmarks import benchlib\n"
+        "from benchmarks import benchmeasure\n"
         "con = duckdb.connect(sys.argv[1], config=json.loads(sys.argv[3]))\n"
         # No progress bar: it would print to stdout, where the result is read from.
         "con.execute('set enable_progress_bar = false')\n"
         "started, cpu = time.perf_counter(), time.process_time()\n"
-        "n = benchlib.run_floor(con, __import__('pathlib').Path(sys.argv[2]))\n"
+        "n = benchmeasure.run_floor(con, __import__('pathlib').Path(sys.argv[2]))\n"
         "print(json.dumps({'customers': n, 'query_s': time.perf_counter() - started,\n"
         "                  'query_cpu_s': time.process_time() - cpu}))\n"
     )
@@ -234,19 +234,19 @@ def _dbt_timings(work: Path) -> dict[str, Any]:
         manifest = json.loads((target / "manifest.json").read_text())
     except OSError:
         return {}
-    seconds, models = benchlib.features_tiers_seconds(run_results, manifest)
+    seconds, models = benchmeasure.features_tiers_seconds(run_results, manifest)
     return {
         "dbt_features_tiers_s": round(seconds, 2),
         "dbt_features_tiers_models": models,
-        "dbt_models_sum_s": round(sum(benchlib.node_seconds(run_results).values()), 2),
-        "dbt_slowest": benchlib.slowest_nodes(run_results),
+        "dbt_models_sum_s": round(sum(benchmeasure.node_seconds(run_results).values()), 2),
+        "dbt_slowest": benchmeasure.slowest_nodes(run_results),
     }
 
 
 def generate_data(raw: Path, orders: int) -> tuple[dict[str, Any], float]:
     started = time.perf_counter()
     summary = generate(
-        raw, customers=benchlib.customers_for(orders), fmt="parquet", dirty_rate=0.001, quiet=True
+        raw, customers=benchprep.customers_for(orders), fmt="parquet", dirty_rate=0.001, quiet=True
     )
     return summary, time.perf_counter() - started
 
@@ -261,10 +261,10 @@ def bench_scale(label: str, orders: int, args: argparse.Namespace, deliveries: t
     summary, generate_s = generate_data(raw, orders)
     supported, reason = deliveries
     if supported:
-        benchlib.to_deliveries_layout(raw)
+        benchprep.to_deliveries_layout(raw)
     env = _job_env(work, raw, args.memory_limit, {})
     _parse_manifest(env)
-    orders_file = benchlib.orders_files(raw)[0]
+    orders_file = benchprep.orders_files(raw)[0]
     print(f"[{label}] {summary['order_rows']:,} order rows; full job ...", flush=True)
     full = run_job(work, env, summary["order_rows"], "full_refresh.log")
     print(
@@ -277,7 +277,7 @@ def bench_scale(label: str, orders: int, args: argparse.Namespace, deliveries: t
     import duckdb
 
     with duckdb.connect(floor["db"]) as con:
-        check = benchlib.compare_floor_to_mart(con, work / "warehouse.duckdb")
+        check = benchmeasure.compare_floor_to_mart(con, work / "warehouse.duckdb")
     print(f"[{label}] floor {floor['wall_s']:.1f} s", flush=True)
     daily_part: dict[str, Any] = {}
     if not args.skip_daily:
@@ -311,7 +311,7 @@ def bench_daily(
     label: str, work: Path, raw: Path, env: dict[str, str], supported: bool, reason: str
 ) -> dict[str, Any]:
     """The next day's delivery (about 1 % new orders) and the job run on it."""
-    delivery = benchlib.add_daily_orders(raw, deliveries=supported)
+    delivery = benchprep.add_daily_orders(raw, deliveries=supported)
     daily = run_job(work, env, delivery.new_orders + delivery.status_changes, "daily.log")
     print(f"[{label}] daily run {daily['wall_s']:.0f} s ({delivery.mode})", flush=True)
     mode_label = (
@@ -378,10 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args(argv)
     args.memory_limit = args.memory_limit or None
-    scales = [(benchlib.scale_label(o), o) for o in map(benchlib.parse_scale, args.scales)]
+    scales = [(benchprep.scale_label(o), o) for o in map(benchprep.parse_scale, args.scales)]
     args.work.mkdir(parents=True, exist_ok=True)
 
-    results = benchlib.load_results(RESULTS)
+    results = benchreport.load_results(RESULTS)
     command = " ".join(["benchmarks/bench_warehouse.py", *(argv or sys.argv[1:])])
     render_only = args.skip_startup and args.startup_only
     results["meta"] = (
@@ -415,26 +415,26 @@ def main(argv: list[str] | None = None) -> int:
         # The variants are compared on the shop that fits the models (the fixed cost).
         for name in STARTUP_SHOPS if args.startup_variant == "after" else ["fixed"]:
             results[key][name] = bench_startup(name, args, extra)
-            benchlib.save_results(RESULTS, results)
+            benchreport.save_results(RESULTS, results)
     if not args.startup_only:
-        deliveries = benchlib.loader_supports_deliveries()
+        deliveries = benchprep.loader_supports_deliveries()
         print(f"deliveries: {deliveries[0]} ({deliveries[1]})", flush=True)
         for label, orders in scales:
             results["scales"][label] = bench_scale(label, orders, args, deliveries)
             results["scales"][label]["command"] = command
-            benchlib.save_results(RESULTS, results)
+            benchreport.save_results(RESULTS, results)
             _print_ratios(label, results)
     if not args.no_docs:
-        benchlib.plot_scaling(results, CHART)
-        section = benchlib.render_section(results, chart="img/" + CHART.name)
-        DOC.write_text(benchlib.replace_section(DOC.read_text(), section))
+        benchreport.plot_scaling(results, CHART)
+        section = benchreport.render_section(results, chart="img/" + CHART.name)
+        DOC.write_text(benchreport.replace_section(DOC.read_text(), section))
         print(f"wrote {DOC} and {CHART}")
     return 0
 
 
 def _print_ratios(label: str, results: dict[str, Any]) -> None:
     fixed = ((results.get("startup") or {}).get("fixed") or {}).get("run") or {}
-    r = benchlib.ratios(results["scales"][label], fixed.get("wall_s"))
+    r = benchreport.ratios(results["scales"][label], fixed.get("wall_s"))
     print(
         f"[{label}] full/floor {r['full_vs_floor']:.1f}x; (full - start-up)/floor "
         f"{r['full_minus_startup_vs_floor'] or 0:.1f}x (target <= 10); dbt features+tiers/floor "

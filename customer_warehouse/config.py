@@ -51,7 +51,7 @@ RAW_SOURCE_NAMES = (
 ENCODING_AUTO = "auto"
 ENCODING_VARIABLE = "CW_RAW_ENCODING"
 #: Seconds a step waits for the DuckDB writer pool while another run holds it, then its run
-#: fails (orchestration/defs/recovery.py). Half an hour: several times the longest step at
+#: fails (orchestration/recovery/executor.py). Half an hour: several times the longest step at
 #: benchmark scale (the dbt build for 1M customers, a few minutes; docs/benchmarks.md).
 DEFAULT_POOL_WAIT_TIMEOUT_S = 1800.0
 POOL_WAIT_TIMEOUT_VARIABLE = "CW_POOL_WAIT_TIMEOUT"

@@ -1,7 +1,8 @@
-"""What `make bench` relies on (``benchmarks/benchlib.py``): the floor query's features on
-orders worked out by hand, the process-tree sampler on real processes, the dbt timings, the
-daily delivery in both layouts, the deliveries probe, the ratios, the generated section of
-docs/benchmarks.md and the chart. Nothing here times anything against a target."""
+"""What `make bench` relies on (``benchmarks/benchprep.py``, ``benchmeasure.py`` and
+``benchreport.py``): the floor query's features on orders worked out by hand, the process-tree
+sampler on real processes, the dbt timings, the daily delivery in both layouts, the deliveries
+probe, the ratios, the generated section of docs/benchmarks.md and the chart. Nothing here times
+anything against a target."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from benchmarks import benchlib
+from benchmarks import benchmeasure, benchprep, benchreport
 from customer_warehouse.demo import generate
 from orchestration.defs.dbt.assets import keep_run_results
 
@@ -31,19 +32,19 @@ from orchestration.defs.dbt.assets import keep_run_results
      ("50m", 50_000_000, "50M"), ("2.5m", 2_500_000, "2.5M"), ("500", 500, "500")],
 )  # fmt: skip
 def test_scales_read_and_print(text, orders, label):
-    assert benchlib.parse_scale(text) == orders
-    assert benchlib.scale_label(orders) == label
+    assert benchprep.parse_scale(text) == orders
+    assert benchprep.scale_label(orders) == label
 
 
 @pytest.mark.parametrize("text", ["", "ten", "1g", "-5", "0"])
 def test_a_bad_scale_is_refused(text):
     with pytest.raises(ValueError):
-        benchlib.parse_scale(text)
+        benchprep.parse_scale(text)
 
 
 def test_customers_for_a_scale_match_the_generator(tmp_path):
     summary = generate(
-        tmp_path, customers=benchlib.customers_for(20_000), fmt="parquet", quiet=True, items=False
+        tmp_path, customers=benchprep.customers_for(20_000), fmt="parquet", quiet=True, items=False
     )
     assert 0.85 < summary["order_rows"] / 20_000 < 1.15
 
@@ -81,7 +82,7 @@ def _orders_file(tmp_path: Path, suffix: str) -> Path:
 @pytest.mark.parametrize("suffix", ["parquet", "csv"])
 def test_the_floor_computes_frequency_recency_tenure_and_monetary_value(tmp_path, suffix):
     with duckdb.connect() as con:
-        assert benchlib.run_floor(con, _orders_file(tmp_path, suffix)) == 2
+        assert benchmeasure.run_floor(con, _orders_file(tmp_path, suffix)) == 2
         rows = con.execute(
             "select customer_id, frequency, recency_days, tenure_days, revenue, "
             "round(monetary_value, 4) from floor_rfm order by 1"
@@ -105,8 +106,8 @@ def test_the_floor_agrees_with_a_mart_and_says_where_not(tmp_path):
             "as t(customer_id, has_purchased, frequency, recency_days, tenure_days)"
         )
     with duckdb.connect() as con:
-        benchlib.run_floor(con, _orders_file(tmp_path, "parquet"))
-        check = benchlib.compare_floor_to_mart(con, warehouse)
+        benchmeasure.run_floor(con, _orders_file(tmp_path, "parquet"))
+        check = benchmeasure.compare_floor_to_mart(con, warehouse)
     assert check == {
         "customers_in_both": 2,
         "only_in_floor": 0,
@@ -141,30 +142,30 @@ def test_the_sampler_counts_cpu_and_memory_of_the_whole_process_tree():
     )
     try:
         assert proc.stdout.readline().strip() == "child ready"
-        before = benchlib.tree_usage(proc.pid)
-        with benchlib.TreeSampler(proc.pid, interval=0.05) as sampler:
+        before = benchmeasure.tree_usage(proc.pid)
+        with benchmeasure.TreeSampler(proc.pid, interval=0.05) as sampler:
             assert proc.stdout.readline().strip() == "burnt"
             time.sleep(0.2)
-        after = benchlib.tree_usage(proc.pid)
+        after = benchmeasure.tree_usage(proc.pid)
     finally:
         proc.communicate("", timeout=60)
     assert after[0] - before[0] >= 0.5  # the parent's busy loop
     assert after[1] >= 120 * 1024**2  # the grandchild's 120 MB are in the tree
     assert len(sampler.samples) >= 3
-    cpu, peak = benchlib.window_usage(
+    cpu, peak = benchmeasure.window_usage(
         sampler.samples, sampler.samples[0].at, sampler.samples[-1].at
     )
     assert cpu <= after[0] - before[0] + 0.05 and peak >= 120 * 1024**2
-    assert benchlib.tree_usage(proc.pid) is None  # gone
+    assert benchmeasure.tree_usage(proc.pid) is None  # gone
 
 
 def test_window_usage_interpolates_cpu_and_takes_the_peak_inside():
-    samples = [benchlib.Sample(t, cpu, rss) for t, cpu, rss in
+    samples = [benchmeasure.Sample(t, cpu, rss) for t, cpu, rss in
                [(0.0, 0.0, 10), (1.0, 1.0, 50), (2.0, 1.5, 30), (3.0, 3.5, 20)]]  # fmt: skip
-    assert benchlib.window_usage(samples, 0.5, 2.5) == (2.5 - 0.5, 50)
-    cpu, peak = benchlib.window_usage(samples, 2.9, 2.95)  # shorter than the interval
+    assert benchmeasure.window_usage(samples, 0.5, 2.5) == (2.5 - 0.5, 50)
+    cpu, peak = benchmeasure.window_usage(samples, 2.9, 2.95)  # shorter than the interval
     assert cpu == pytest.approx(0.1) and peak == 20
-    assert benchlib.window_usage(samples, 5.0, 6.0) == (0.0, 20)
+    assert benchmeasure.window_usage(samples, 5.0, 6.0) == (0.0, 20)
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,13 +200,13 @@ RUN_RESULTS = {
 
 
 def test_features_and_tiers_cost_is_their_models_and_everything_upstream():
-    assert benchlib.upstream_models(MANIFEST, benchlib.FEATURES_TIERS_MODELS) == {
+    assert benchmeasure.upstream_models(MANIFEST, benchmeasure.FEATURES_TIERS_MODELS) == {
         "model.customer_warehouse.customer_features",
         "model.customer_warehouse.customer_tiers",
         "model.customer_warehouse.int_a",
     }
-    assert benchlib.features_tiers_seconds(RUN_RESULTS, MANIFEST) == (7.5, 3)
-    assert benchlib.slowest_nodes(RUN_RESULTS, 2) == [("other_mart", 9.0), ("int_a", 4.0)]
+    assert benchmeasure.features_tiers_seconds(RUN_RESULTS, MANIFEST) == (7.5, 3)
+    assert benchmeasure.slowest_nodes(RUN_RESULTS, 2) == [("other_mart", 9.0), ("int_a", 4.0)]
 
 
 def test_the_dbt_step_keeps_the_last_run_results_in_the_target_folder(tmp_path):
@@ -249,7 +250,7 @@ def test_daily_orders_rewrite_the_single_export_when_deliveries_are_not_availabl
 ):
     raw = _copy(demo_raw, tmp_path / "raw")
     rows_before = _rows(f"read_parquet('{raw / 'orders.parquet'}')")
-    delivery = benchlib.add_daily_orders(raw, deliveries=False)
+    delivery = benchprep.add_daily_orders(raw, deliveries=False)
     rows_after = _rows(f"read_parquet('{raw / 'orders.parquet'}')")
     assert delivery.mode == "full_rerun" and delivery.path == raw / "orders.parquet"
     assert delivery.new_orders == round(len(rows_before) * 0.01)
@@ -277,9 +278,9 @@ def test_daily_orders_arrive_as_a_new_delivery_file_when_the_loader_reads_delive
     demo_raw, tmp_path
 ):
     raw = _copy(demo_raw, tmp_path / "raw")
-    history = benchlib.to_deliveries_layout(raw)
+    history = benchprep.to_deliveries_layout(raw)
     assert not (raw / "orders.parquet").exists() and history.parent == raw / "orders"
-    delivery = benchlib.add_daily_orders(raw, deliveries=True)
+    delivery = benchprep.add_daily_orders(raw, deliveries=True)
     assert delivery.mode == "delivery"
     assert delivery.path == raw / "orders" / f"{delivery.delivery_date.isoformat()}.parquet"
     delivered = _rows(f"read_parquet('{delivery.path}')")
@@ -287,7 +288,7 @@ def test_daily_orders_arrive_as_a_new_delivery_file_when_the_loader_reads_delive
     resent = [row for row in delivered if not row[0].startswith("D")]
     assert len(resent) == delivery.status_changes
     assert all(row[3] == "refunded" and row[4] for row in resent)
-    assert benchlib.orders_files(raw) == [history, delivery.path]  # the history is untouched
+    assert benchprep.orders_files(raw) == [history, delivery.path]  # the history is untouched
 
 
 def test_the_deliveries_probe_asks_the_loader():
@@ -298,14 +299,14 @@ def test_the_deliveries_probe_asks_the_loader():
     def refuses(con, folder):
         raise RuntimeError(f"{folder} has no orders.csv or orders.parquet\nmore")
 
-    assert benchlib.loader_supports_deliveries(reads_it) == (
+    assert benchprep.loader_supports_deliveries(reads_it) == (
         True, "the loader reads orders/<date>.csv deliveries"
     )  # fmt: skip
-    supported, reason = benchlib.loader_supports_deliveries(refuses)
+    supported, reason = benchprep.loader_supports_deliveries(refuses)
     assert reason == "RuntimeError: <probe folder> has no orders.csv or orders.parquet"
     assert not supported
     # Today's loader, asked for real, answers with its own words either way.
-    supported, reason = benchlib.loader_supports_deliveries()
+    supported, reason = benchprep.loader_supports_deliveries()
     assert reason and (supported or "orders" in reason)
 
 
@@ -332,15 +333,15 @@ def _result(orders: int, full: float, floor: float, daily: float) -> dict:
 
 def test_ratios_subtract_the_fixed_start_up_cost():
     result = _result(10_000_000, full=600.0, floor=10.0, daily=90.0)
-    assert benchlib.ratios(result, startup_s=100.0, startup_cpu_s=80.0) == {
+    assert benchreport.ratios(result, startup_s=100.0, startup_cpu_s=80.0) == {
         "full_vs_floor": 60.0,
         "full_minus_startup_vs_floor": 50.0,
         "dbt_features_tiers_vs_floor": 15.0,
         "daily_vs_full": 0.15,
         "cpu_full_minus_startup_vs_floor": 40.0,  # (480 - 80) / 10
     }
-    assert benchlib.ratios(result, None)["full_minus_startup_vs_floor"] is None
-    assert benchlib.ratios(result, None)["cpu_full_minus_startup_vs_floor"] is None
+    assert benchreport.ratios(result, None)["full_minus_startup_vs_floor"] is None
+    assert benchreport.ratios(result, None)["cpu_full_minus_startup_vs_floor"] is None
 
 
 def test_the_generated_section_replaces_only_itself(tmp_path):
@@ -351,7 +352,7 @@ def test_the_generated_section_replaces_only_itself(tmp_path):
         "startup": {"fixed": {"label": "fixed", "orders": 3000,
                               "run": _result(3000, 40, 1, 1)["full"]}},
     }  # fmt: skip
-    section = benchlib.render_section(results, chart="img/bench_scaling.png")
+    section = benchreport.render_section(results, chart="img/bench_scaling.png")
     # 100k: (50 - 40) / 1 = 10.0 meets the target; 10M: (600 - 40) / 100 = 5.6. In CPU time
     # (80 % of wall here): (40 - 32) / 1 = 8.0 and (480 - 32) / 100 = 4.5.
     assert "| 100k (100,000) |" in section and "10.0× ✓" in section
@@ -360,20 +361,20 @@ def test_the_generated_section_replaces_only_itself(tmp_path):
     assert "8.0 % ✓" in section and "5.0 % ✓" in section
     assert section.index("| 100k") < section.index("| 10M")  # by size
     document = "# Benchmarks\n\nHand-written history.\n"
-    once = benchlib.replace_section(document, section)
-    assert once.startswith(document.rstrip("\n")) and benchlib.BEGIN_MARKER in once
-    again = benchlib.replace_section(once + "\n## Later hand-written notes\n", "new text")
+    once = benchreport.replace_section(document, section)
+    assert once.startswith(document.rstrip("\n")) and benchreport.BEGIN_MARKER in once
+    again = benchreport.replace_section(once + "\n## Later hand-written notes\n", "new text")
     assert "Hand-written history." in again and "## Later hand-written notes" in again
     assert "new text" in again and "| 100k" not in again
-    assert benchlib.replace_section(again, "new text") == again  # idempotent
+    assert benchreport.replace_section(again, "new text") == again  # idempotent
 
-    chart = benchlib.plot_scaling(results, tmp_path / "img" / "chart.png")
+    chart = benchreport.plot_scaling(results, tmp_path / "img" / "chart.png")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
 
 
 def test_results_are_kept_between_runs(tmp_path):
     path = tmp_path / "results.json"
-    assert benchlib.load_results(path) == {"scales": {}, "startup": {}}
-    benchlib.save_results(path, {"scales": {"1M": {"orders": 1}}, "startup": {}})
-    assert benchlib.load_results(path)["scales"]["1M"] == {"orders": 1}
+    assert benchreport.load_results(path) == {"scales": {}, "startup": {}}
+    benchreport.save_results(path, {"scales": {"1M": {"orders": 1}}, "startup": {}})
+    assert benchreport.load_results(path)["scales"]["1M"] == {"orders": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]

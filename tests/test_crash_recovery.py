@@ -265,7 +265,7 @@ def test_a_holder_that_dies_while_a_step_waits_is_cleaned_up(instance, live_proc
 
 def test_dagster_alone_would_spin_while_a_step_waits(instance, live_process):
     """Why BoundedPoolWait replaces the interval: Dagster's is never positive. When this fails,
-    Dagster fixed it upstream and the override in orchestration/recovery.py can go."""
+    Dagster fixed it upstream and the override in orchestration/recovery/executor.py can go."""
     holder = _started_run(instance, live_process.pid)
     instance.event_log_storage.claim_concurrency_slot(WRITER_POOL, holder.run_id, "dbt_models")
     waiting = _started_run(instance, live_process.pid)

@@ -7,7 +7,7 @@ derives from it), ``loyalty`` and ``predictions`` (Python marts and their checks
 tools, after every table it publishes), ``freshness`` (raw and mart freshness checks, the
 marts' freshness policy), ``alerts`` (the run-failure sensor); ``resources.py`` (DuckDB,
 pool, retries), ``metadata.py`` (row counts, previews), ``schedules.py`` (the full job and
-its schedule). The executor is ``orchestration/recovery.py`` (dead runs cleaned up,
+its schedule). The executor is ``orchestration/recovery/executor.py`` (dead runs cleaned up,
 bounded writer-pool waits).
 """
 
@@ -86,6 +86,6 @@ def build_definitions(project_dir: Path = PROJECT_DIR) -> dg.Definitions:
         },
         # One process runs the steps one after another: DuckDB has one writer at a time
         # anyway, and no step pays for a fresh interpreter and a definitions load. The run
-        # first cleans up dead runs, and waits for the writer pool boundedly (recovery.py).
+        # first cleans up dead runs, and waits for the writer pool boundedly (recovery/executor.py).
         executor=writer_pool_executor,
     )
