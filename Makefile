@@ -118,7 +118,7 @@ dagster-home:
 			"orchestration/dagster.yaml; make sure it sets concurrency.pools.default_limit: 1"; \
 	fi
 
-dagster-validate: install  ## check that the Dagster definitions load (runs dbt parse if needed)
+dagster-validate: install dagster-home  ## check that the Dagster definitions load (runs dbt parse if needed)
 	$(DAGSTER) definitions validate -m $(DAGSTER_MODULE)
 
 dagster-materialize: ensure-raw-data dagster-home  ## materialize a selection, e.g. SELECT='raw/survey_responses*'
