@@ -547,7 +547,7 @@ def test_no_dirty_rows_by_default(tmp_path: Path) -> None:
 
 
 def replay_points(orders: pd.DataFrame, redemptions: pd.DataFrame) -> dict[str, bool]:
-    """Whether each redemption fits the balance, under the rules of customer_warehouse/loyalty.py
+    """Whether each redemption fits the balance, under the rules of customer_warehouse/loyalty/
     at the base rate: every order earns floor(CNY) points at ordered_at, lots expire after 12
     calendar months and are used oldest first, a cancelled/refunded order claws its points back
     at status_changed_at (what is left of its lot, then the spent part from other lots).

@@ -8,7 +8,7 @@
     was cancelled or refunded (status_changed_at), whichever comes first; one cancelled without
     a status time never counts. So a refund recorded after an order does not change that
     order's level: the loyalty points it earned are posted once and stay (customer_warehouse/
-    loyalty.py). The level of an order is therefore the same at every as-of date after it.
+    loyalty/). The level of an order is therefore the same at every as-of date after it.
     The downgrade grace period is NOT applied here (docs/tiers.md): the loyalty points asset
     uses this level for its earning multiplier, where the simpler rule is the documented one.
 
