@@ -135,7 +135,7 @@ class Settings:
 
 def parse_as_of_date(value: str | None) -> date | None:
     """'' or None means "not set"; anything else must be an ISO date."""
-    if value is None or value.strip() == "":
+    if _unset(value):
         return None
     try:
         return date.fromisoformat(value.strip())
@@ -147,14 +147,33 @@ def parse_as_of_date(value: str | None) -> date | None:
         ) from None
 
 
+def _unset(value: str | None) -> bool:
+    return value is None or value.strip() == ""
+
+
+def _number(value: str, kind: type = float) -> float:
+    """``value`` read as a ``kind`` (float or int), or nan where it is not one."""
+    try:
+        return kind(value.strip())
+    except ValueError:
+        return float("nan")
+
+
+def _in_existing_folder(variable: str, value: str, fix: str) -> Path:
+    """``value`` as an absolute path whose folder exists, or a ConfigError ending in ``fix``."""
+    path = Path(value.strip()).expanduser().resolve()
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"{variable}={value!r}: the folder {path.parent} does not exist. Create it, or {fix}"
+        )
+    return path
+
+
 def parse_pool_wait_timeout(value: str | None) -> float:
     """CW_POOL_WAIT_TIMEOUT: seconds (> 0, at most a week); '' or None means the default."""
-    if value is None or value.strip() == "":
+    if _unset(value):
         return DEFAULT_POOL_WAIT_TIMEOUT_S
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        seconds = float("nan")
+    seconds = _number(value)
     if not 0 < seconds <= 7 * 24 * 3600:  # also false for nan
         raise ConfigError(
             f"{POOL_WAIT_TIMEOUT_VARIABLE}={value!r} is not a number of seconds. Set it to how "
@@ -167,12 +186,9 @@ def parse_pool_wait_timeout(value: str | None) -> float:
 
 def parse_max_raw_age_hours(value: str | None) -> float:
     """CW_MAX_RAW_AGE_HOURS: hours (> 0, at most a year); '' or None means the default."""
-    if value is None or value.strip() == "":
+    if _unset(value):
         return DEFAULT_MAX_RAW_AGE_HOURS
-    try:
-        hours = float(value.strip())
-    except ValueError:
-        hours = float("nan")
+    hours = _number(value)
     if not 0 < hours <= 366 * 24:  # also false for nan
         raise ConfigError(
             f"{MAX_RAW_AGE_VARIABLE}={value!r} is not a number of hours. Set it to how old the "
@@ -185,27 +201,25 @@ def parse_max_raw_age_hours(value: str | None) -> float:
 
 def parse_alert_log(value: str | None, warehouse_path: Path) -> Path | None:
     """CW_ALERT_LOG: a file (appended to) in an existing folder; None means the default."""
-    if value is None or value.strip() == "":
+    if _unset(value):
         return None
-    path = Path(value.strip()).expanduser().resolve()
+    path = _in_existing_folder(
+        ALERT_LOG_VARIABLE,
+        value,
+        f"unset {ALERT_LOG_VARIABLE} to write {ALERT_LOG_NAME} beside the warehouse file.",
+    )
     if path.is_dir():
         raise ConfigError(
             f"{ALERT_LOG_VARIABLE}={value!r} is a folder; it must be the file failed runs are "
             f"appended to, for example {ALERT_LOG_VARIABLE}=/var/log/warehouse/alerts.jsonl (or "
             f"unset it: {ALERT_LOG_NAME} beside the warehouse file, {warehouse_path.parent})."
         )
-    if not path.parent.is_dir():
-        raise ConfigError(
-            f"{ALERT_LOG_VARIABLE}={value!r}: the folder {path.parent} does not exist. Create "
-            f"it, or unset {ALERT_LOG_VARIABLE} to write {ALERT_LOG_NAME} beside the warehouse "
-            "file."
-        )
     return path
 
 
 def parse_webhook_url(value: str | None) -> str | None:
     """CW_ALERT_WEBHOOK_URL: an http(s) URL with a host, no spaces; '' or None: no webhook."""
-    if value is None or value.strip() == "":
+    if _unset(value):
         return None
     url = value.strip()
     try:
@@ -225,7 +239,7 @@ def parse_webhook_url(value: str | None) -> str | None:
 
 def parse_duckdb_memory_limit(value: str | None) -> str | None:
     """CW_DUCKDB_MEMORY_LIMIT: a size DuckDB understands (``8GB``, ``1.5GiB``, ``75%``)."""
-    if value is None or value.strip() == "":
+    if _unset(value):
         return None
     match = _MEMORY_LIMIT.match(value.strip())
     if (
@@ -289,32 +303,28 @@ def parse_raw_encodings(environ: Mapping[str, str] | None = None) -> dict[str, s
 
 def parse_serving_dir(value: str | None, warehouse_path: Path) -> Path:
     """CW_SERVING_DIR: a folder (created when publishing) in an existing folder."""
-    if value is None or value.strip() == "":
+    if _unset(value):
         return warehouse_path.parent / SERVING_DIR_NAME
-    path = Path(value.strip()).expanduser().resolve()
+    path = _in_existing_folder(
+        "CW_SERVING_DIR",
+        value,
+        "unset CW_SERVING_DIR to publish to serving/ beside the warehouse file.",
+    )
     if path.exists() and not path.is_dir():
         raise ConfigError(
             f"CW_SERVING_DIR={value!r} is a file; it must be the folder the serving copy is "
             "published to, for example data/serving (or unset it: serving/ beside the "
             "warehouse file)."
         )
-    if not path.parent.is_dir():
-        raise ConfigError(
-            f"CW_SERVING_DIR={value!r}: the folder {path.parent} does not exist. Create it, "
-            "or unset CW_SERVING_DIR to publish to serving/ beside the warehouse file."
-        )
     return path
 
 
 def parse_serving_keep(value: str | None) -> int:
     """CW_SERVING_KEEP: how many published versions to keep, a whole number >= 1."""
-    if value is None or value.strip() == "":
+    if _unset(value):
         return DEFAULT_SERVING_KEEP
-    try:
-        keep = int(value.strip())
-    except ValueError:
-        keep = 0
-    if keep < 1:
+    keep = _number(value, int)
+    if not keep >= 1:  # also true for nan
         raise ConfigError(
             f"CW_SERVING_KEEP={value!r} is not a number of versions. Set it to a whole number "
             f"of 1 or more (for example CW_SERVING_KEEP=3; 2 or more lets a reader that is "

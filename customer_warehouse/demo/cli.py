@@ -23,7 +23,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         " redemptions, surveys) with their ground truth.",
     )
     parser.add_argument(
-        "--out", required=True, help="output folder (its generated files are replaced)"
+        "--out",
+        required=True,
+        dest="out_dir",
+        help="output folder (its generated files are replaced)",
     )
     parser.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -36,21 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--start", default=DEFAULT_START, help="first day, YYYY-MM-DD")
     parser.add_argument("--end", default=DEFAULT_END, help="last day, YYYY-MM-DD")
-    parser.add_argument("--no-items", action="store_true", help="skip order_items")
+    parser.add_argument("--no-items", action="store_false", dest="items", help="skip order_items")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
     try:
-        summary = generate(
-            args.out,
-            customers=args.customers,
-            seed=args.seed,
-            fmt=args.fmt,
-            dirty_rate=args.dirty_rate,
-            start=args.start,
-            end=args.end,
-            items=not args.no_items,
-            quiet=args.quiet,
-        )
+        summary = generate(**vars(args))  # every option is named as generate()'s parameter
     except ValueError as exc:
         parser.error(str(exc))
     if not args.quiet:

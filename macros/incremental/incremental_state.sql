@@ -79,9 +79,12 @@
 {%- endmacro %}
 
 {#- Fingerprint of what the model's rows are computed from, apart from the raw data and the
-    as-of date: the SQL of this and every upstream model, the rows of every upstream seed and
-    the project's vars. Changing any of them rebuilds the model at its next run. (A change in a
-    macro of macros/ is not seen: run `dbt build --full-refresh` once after one.) -#}
+    as-of date: the SQL of this and every upstream model, the rows of every upstream seed, the
+    project's vars and the source of every macro of this project (macros/: the rules the models
+    share, such as the staging machinery or the tier settings pivot). Changing any of them
+    rebuilds the model at its next run. All of the project's macros count, not only those a
+    model calls: dbt records a model's direct macro calls but not what a dispatched or nested
+    macro calls, and a rebuild too many is cheaper than a stale row. -#}
 {% macro cw_rules_fingerprint() -%}
     {%- set parts = [] -%}
     {%- for unique_id in cw_upstream_nodes() -%}
@@ -100,10 +103,17 @@
         {%- endif -%}
     {%- endfor -%}
     {%- for name in [
-        'max_order_amount', 'max_item_quantity', 'max_redemption_points', 'max_field_length',
-        'earliest_plausible_date', 'earliest_birth_date', 'source_timezone', 'reporting_currency',
+        'max_order_amount', 'max_item_quantity', 'max_redemption_points', 'max_adjustment_points',
+        'max_field_length', 'earliest_plausible_date', 'earliest_birth_date', 'source_timezone',
+        'reporting_currency', 'channels',
     ] -%}
         {%- do parts.append(name ~ '=' ~ var(name)) -%}
+    {%- endfor -%}
+    {%- for name in context.keys() | sort -%}
+        {%- set candidate = context[name] -%}
+        {%- if candidate.macro is defined and candidate.macro.package_name == project_name -%}
+            {%- do parts.append('macro ' ~ name ~ '\n' ~ candidate.macro.macro_sql) -%}
+        {%- endif -%}
     {%- endfor -%}
     {{ return(local_md5(parts | join('\n'))) }}
 {%- endmacro %}

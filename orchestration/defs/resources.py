@@ -30,6 +30,10 @@ LOCK_RETRY = dg.RetryPolicy(
     max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
+#: What every asset (and multi-asset) that writes the DuckDB file passes to its decorator:
+#: one writer at a time (the pool) and retries when another process holds the file's lock.
+WRITES_WAREHOUSE = {"pool": WRITER_POOL, "retry_policy": LOCK_RETRY}
+
 _LOCK_MARKERS = ("could not set lock", "conflicting lock")
 #: What DuckDB says about a damaged file: a broken header, or a block whose checksum is wrong.
 _CORRUPTION_MARKERS = ("not a valid duckdb database file", "corrupt database file")

@@ -46,8 +46,7 @@ from orchestration.defs.metadata import (
     value_counts,
 )
 from orchestration.defs.resources import (
-    LOCK_RETRY,
-    WRITER_POOL,
+    WRITES_WAREHOUSE,
     WarehouseResource,
     is_lock_conflict,
 )
@@ -96,8 +95,7 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
         dagster_dbt_translator=WarehouseTranslator(),
         name="dbt_models",
         exclude=f"{HISTORY_MODEL}+",
-        pool=WRITER_POOL,
-        retry_policy=LOCK_RETRY,
+        **WRITES_WAREHOUSE,
     )
     def dbt_models(
         context: dg.AssetExecutionContext,

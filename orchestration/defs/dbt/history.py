@@ -36,8 +36,7 @@ from orchestration.defs.dbt.assets import DBT_BUILD_ARGS, dbt_step
 from orchestration.defs.dbt.project import dbt_target_path
 from orchestration.defs.dbt.translator import WarehouseTranslator
 from orchestration.defs.resources import (
-    LOCK_RETRY,
-    WRITER_POOL,
+    WRITES_WAREHOUSE,
     WarehouseResource,
     fail_fast_on_data_errors,
 )
@@ -72,8 +71,7 @@ def build_tier_history_assets(project: DbtProject) -> dg.AssetsDefinition:
         name="tier_history",
         partitions_def=HISTORY_PARTITIONS,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=WRITER_POOL,
-        retry_policy=LOCK_RETRY,
+        **WRITES_WAREHOUSE,
     )
     def tier_history_assets(
         context: dg.AssetExecutionContext,
@@ -101,8 +99,7 @@ def build_tier_history_derived_assets(project: DbtProject) -> dg.AssetsDefinitio
         name="tier_history_derived",
         # `make backfill` selects these with the history's partition range; built once there.
         backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=WRITER_POOL,
-        retry_policy=LOCK_RETRY,
+        **WRITES_WAREHOUSE,
     )
     def tier_history_derived(
         context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource

@@ -10,8 +10,7 @@ from customer_warehouse import crm_export, privacy
 from customer_warehouse.warehouse import read_as_of_date
 from orchestration.defs.metadata import markdown_table, table_key
 from orchestration.defs.resources import (
-    LOCK_RETRY,
-    WRITER_POOL,
+    WRITES_WAREHOUSE,
     WarehouseResource,
     fail_fast_on_data_errors,
 )
@@ -22,8 +21,7 @@ from orchestration.defs.resources import (
     group_name="exports",
     kinds={"python", "csv"},
     deps=[table_key(crm_export.REMINDERS_TABLE), table_key(crm_export.CONTACTS_TABLE)],
-    pool=WRITER_POOL,
-    retry_policy=LOCK_RETRY,
+    **WRITES_WAREHOUSE,
     description="One owner-only CSV per CRM reminder list and as-of date, with the contact "
     "address of customers who consented (docs/privacy.md). Never part of the BI serving copy.",
 )

@@ -29,7 +29,7 @@ from customer_warehouse.config import (
 )
 from customer_warehouse.warehouse import read_as_of_date
 from orchestration.defs.metadata import markdown_table
-from orchestration.defs.resources import LOCK_RETRY, WRITER_POOL, WarehouseResource
+from orchestration.defs.resources import WRITES_WAREHOUSE, WarehouseResource
 
 RAW_CHECK = "raw_data_is_fresh"
 MART_CHECK = "built_on_fresh_raw_data"
@@ -158,8 +158,7 @@ def build_mart_freshness_checks(
             for key in marts
         ],
         can_subset=True,
-        pool=WRITER_POOL,
-        retry_policy=LOCK_RETRY,
+        **WRITES_WAREHOUSE,
         description="Freshness of the marts: how old the raw data they were built from is.",
     )
     def marts_freshness(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):

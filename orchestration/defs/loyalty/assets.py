@@ -14,8 +14,7 @@ from customer_warehouse.warehouse import AS_OF_TABLE
 from orchestration.defs.loyalty.checks import LOYALTY_CHECK_SPECS, evaluate_loyalty_checks
 from orchestration.defs.metadata import counts_markdown, table_key, table_metadata
 from orchestration.defs.resources import (
-    LOCK_RETRY,
-    WRITER_POOL,
+    WRITES_WAREHOUSE,
     WarehouseResource,
     fail_fast_on_data_errors,
 )
@@ -59,8 +58,7 @@ def _output_spec(table: str, text: str) -> dg.AssetSpec:
     specs=[_output_spec(table, text) for table, text in LOYALTY_OUTPUTS.items()],
     check_specs=LOYALTY_CHECK_SPECS,
     can_subset=False,
-    pool=WRITER_POOL,
-    retry_policy=LOCK_RETRY,
+    **WRITES_WAREHOUSE,
     description="Post the ledger entries since the last posted day (append-only) and rebuild "
     "the balances as of the as-of date.",
 )

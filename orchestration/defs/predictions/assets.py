@@ -41,8 +41,7 @@ from orchestration.defs.predictions.checks import (
     fitted_models_check_result,
 )
 from orchestration.defs.resources import (
-    LOCK_RETRY,
-    WRITER_POOL,
+    WRITES_WAREHOUSE,
     WarehouseResource,
     fail_fast_on_data_errors,
 )
@@ -109,8 +108,7 @@ class BacktestConfig(dg.Config):
     ],
     check_specs=PREDICTION_CHECK_SPECS,
     can_subset=False,
-    pool=WRITER_POOL,
-    retry_policy=LOCK_RETRY,
+    **WRITES_WAREHOUSE,
     description="Fit BG/NBD and Gamma-Gamma on marts.customer_features and score everyone.",
 )
 def customer_predictions(
@@ -233,8 +231,7 @@ def _prediction_results(con, run: predictions.PredictionRun, as_of, *, expected_
     kinds=KINDS,
     deps=[table_key(t) for t in (PURCHASE_DAYS_TABLE, AS_OF_TABLE, CHURN_BANDS_TABLE)],
     check_specs=BACKTEST_CHECK_SPECS,
-    pool=WRITER_POOL,
-    retry_policy=LOCK_RETRY,
+    **WRITES_WAREHOUSE,
     description="Calibration/holdout backtest of the purchase models: the holdout is the last "
     "min(holdout_days, a third of the history) days before the as-of date; fit on the rest, "
     "predict the holdout, compare with what happened. Skipped with a reason (one 'skipped' row) "

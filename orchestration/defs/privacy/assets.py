@@ -14,8 +14,7 @@ import dagster as dg
 
 from customer_warehouse import crm_export, privacy
 from orchestration.defs.resources import (
-    LOCK_RETRY,
-    WRITER_POOL,
+    WRITES_WAREHOUSE,
     WarehouseResource,
     fail_fast_on_data_errors,
 )
@@ -32,8 +31,7 @@ def build_erasure_asset(upstream: Iterable[dg.AssetsDefinition]) -> dg.AssetsDef
         group_name="privacy",
         kinds={"python", "duckdb"},
         deps=deps,
-        pool=WRITER_POOL,
-        retry_policy=LOCK_RETRY,
+        **WRITES_WAREHOUSE,
         description="Finish new erasure requests: remove the customers from every CRM contact "
         "list ever written and rewrite the warehouse file without free space (docs/privacy.md). "
         "Nothing to do, nothing done.",

@@ -17,8 +17,7 @@ from customer_warehouse.warehouse import scalar as warehouse_scalar
 from orchestration.defs.freshness.checks import note_stale_run, raw_check_result, raw_check_spec
 from orchestration.defs.metadata import counts_markdown, markdown_table, table_metadata
 from orchestration.defs.resources import (
-    LOCK_RETRY,
-    WRITER_POOL,
+    WRITES_WAREHOUSE,
     WarehouseResource,
     fail_fast_on_data_errors,
 )
@@ -70,8 +69,7 @@ ERASURE_SPEC = _raw_table_spec(
     specs=[*(_raw_file_spec(spec) for spec in ingestion.SOURCES), DELIVERIES_SPEC, ERASURE_SPEC],
     check_specs=[raw_check_spec(raw_key(spec.name), spec.name) for spec in ingestion.SOURCES],
     can_subset=False,
-    pool=WRITER_POOL,
-    retry_policy=LOCK_RETRY,
+    **WRITES_WAREHOUSE,
     # `make backfill` loads the raw files in the run of the tier history's partition range
     # (so it works on an empty warehouse): once in that run.
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -238,8 +236,7 @@ _SURVEY_DESCRIPTIONS = {
         raw_check_spec(raw_key("survey_responses"), freshness.SURVEYS),
     ],
     can_subset=False,
-    pool=WRITER_POOL,
-    retry_policy=LOCK_RETRY,
+    **WRITES_WAREHOUSE,
     description=(
         "Ingest new and changed survey files (idempotent: unchanged files add nothing). A "
         "malformed file is reported by name and does not stop the others."

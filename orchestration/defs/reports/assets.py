@@ -10,8 +10,7 @@ import dagster as dg
 
 from customer_warehouse import tier_report
 from orchestration.defs.resources import (
-    LOCK_RETRY,
-    WRITER_POOL,
+    WRITES_WAREHOUSE,
     WarehouseResource,
     fail_fast_on_data_errors,
 )
@@ -28,8 +27,7 @@ class TierReportConfig(dg.Config):
     group_name="reports",
     kinds={"python", "html"},
     deps=[["marts", "tier_summary"], ["marts", "customer_tier_transitions"]],
-    pool=WRITER_POOL,
-    retry_policy=LOCK_RETRY,
+    **WRITES_WAREHOUSE,
     description="HTML report of the tiers with embedded charts, for people without a BI tool "
     "(tier shares, movements, transition matrix).",
 )

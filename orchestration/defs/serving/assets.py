@@ -20,8 +20,7 @@ from customer_warehouse import privacy, serving
 from customer_warehouse.warehouse import read_as_of_date
 from orchestration.defs.metadata import markdown_table
 from orchestration.defs.resources import (
-    LOCK_RETRY,
-    WRITER_POOL,
+    WRITES_WAREHOUSE,
     WarehouseResource,
     fail_fast_on_data_errors,
 )
@@ -58,8 +57,7 @@ def build_serving_asset(upstream: Iterable[dg.AssetsDefinition]) -> dg.AssetsDef
         group_name="serving",
         kinds={"duckdb", "parquet"},
         deps=deps,
-        pool=WRITER_POOL,
-        retry_policy=LOCK_RETRY,
+        **WRITES_WAREHOUSE,
         description="Publish the serving copy for BI tools (DuckDB, read-only) and Parquet "
         "readers to CW_SERVING_DIR: a new version, switched in atomically (docs/bi.md).",
     )
