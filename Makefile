@@ -26,7 +26,7 @@ DEMO_FORMAT ?= csv
 # Tests: extra pytest arguments, e.g. make test PYTEST_ARGS="-k staging"
 PYTEST_ARGS ?=
 
-.PHONY: rebuild backfill report config help install lock ensure-raw-data demo-data run run-full-refresh test test-heavy lint format docs bench dev clean dagster-home dagster-validate dagster-materialize
+.PHONY: rebuild backfill report config help install lock ensure-raw-data demo-data run run-full-refresh test test-heavy lint format docs metrics bench dev clean dagster-home dagster-validate dagster-materialize
 
 config:  ## print the effective configuration (environment wins over defaults)
 	@printf 'CW_RAW_DIR=%s\n' "$$CW_RAW_DIR"
@@ -168,6 +168,14 @@ format: install  ## fix what the linters can fix
 
 docs: install  ## dbt docs (lineage, every model and column) into target/
 	$(BIN)/dbt docs generate
+
+# make metrics QUERY="--metrics revenue --group-by customer__value_tier": a MetricFlow query
+# (models/semantic/, docs/metrics.md) against the built warehouse, read-only (target `metrics`).
+QUERY ?= --metrics revenue,orders,average_order_value --group-by customer__value_tier
+metrics: install  ## answer a metric query: make metrics QUERY="--metrics revenue --group-by ..."
+	@test -f "$$CW_WAREHOUSE_PATH" || { echo "No warehouse at $$CW_WAREHOUSE_PATH: run \`make run\` first (or set CW_WAREHOUSE_PATH)." >&2; exit 2; }
+	@CW_DBT_TARGET=metrics $(BIN)/dbt parse --quiet
+	CW_DBT_TARGET=metrics $(BIN)/mf query $(QUERY)
 
 # make bench: the whole job at several scales against the floor (docs/benchmarks.md).
 # BENCH_SCALES: orders, e.g. `make bench BENCH_SCALES=100k` for a quick run; BENCH_LARGE=1 adds

@@ -20,6 +20,7 @@ import yaml
 from customer_warehouse import ingestion
 
 from .conftest import DBT, FIXTURES, PROJECT_DIR, dbt_env
+from .project_copy import project_copy
 
 STATE_MACROS = PROJECT_DIR / "macros" / "incremental" / "incremental_state.sql"
 #: Vars that say how a run works, not what the rows are: the as-of date (saved in the state on
@@ -46,16 +47,6 @@ def test_every_var_the_models_read_is_in_the_rules_fingerprint():
     assert _fingerprinted_vars() <= declared
 
 
-def _project_copy(root: Path) -> Path:
-    copy = root / "project"
-    copy.mkdir()
-    for name in ("dbt_project.yml", "profiles.yml"):
-        shutil.copy2(PROJECT_DIR / name, copy / name)
-    for name in ("models", "macros", "seeds", "tests/dbt"):
-        shutil.copytree(PROJECT_DIR / name, copy / name)
-    return copy
-
-
 def _run(project: Path, env: dict[str, str]) -> str:
     """A daily run of MODEL (and what it is built from); the line saying how it was built."""
     proc = subprocess.run(
@@ -73,7 +64,7 @@ def _run(project: Path, env: dict[str, str]) -> str:
 
 @pytest.mark.slow
 def test_editing_a_macro_rebuilds_the_incremental_models_at_the_next_run(tmp_path):
-    project = _project_copy(tmp_path)
+    project = project_copy(tmp_path)
     raw = tmp_path / "raw"
     shutil.copytree(FIXTURES / "quarantine", raw)
     warehouse = tmp_path / "warehouse.duckdb"
