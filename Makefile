@@ -166,8 +166,14 @@ format: install  ## fix what the linters can fix
 	$(BIN)/ruff check --fix .
 	CW_WAREHOUSE_PATH=:memory: $(BIN)/sqlfluff fix models tests/dbt
 
-docs: install  ## dbt docs (lineage, every model and column) into target/
-	$(BIN)/dbt docs generate
+# make docs: the dbt docs site (every model, column, seed, macro, metric and exposure, with the
+# lineage) generated from the built warehouse through the read-only target and served on
+# http://127.0.0.1:$(DOCS_PORT) until Ctrl-C.
+DOCS_PORT ?= 8580
+docs: install  ## generate the dbt docs site and serve it on http://127.0.0.1:8580
+	@test -f "$$CW_WAREHOUSE_PATH" || { echo "No warehouse at $$CW_WAREHOUSE_PATH: run \`make run\` first (or set CW_WAREHOUSE_PATH)." >&2; exit 2; }
+	CW_DBT_TARGET=metrics $(BIN)/dbt docs generate
+	CW_DBT_TARGET=metrics $(BIN)/dbt docs serve --host 127.0.0.1 --port $(DOCS_PORT) --no-browser
 
 # make metrics QUERY="--metrics revenue --group-by customer__value_tier": a MetricFlow query
 # (models/semantic/, docs/metrics.md) against the built warehouse, read-only (target `metrics`).
