@@ -6,9 +6,7 @@
 -#}
 with
 
-orders as (
-    select * from {{ ref('int_orders_filtered_to_as_of_date') }}
-),
+orders as (select * from {{ ref('int_orders_filtered_to_as_of_date') }}),
 
 final as (
     select
