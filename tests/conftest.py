@@ -18,6 +18,14 @@ import pytest
 
 from customer_warehouse import ingestion
 
+# Fixtures shared by the modules of one family of tests live beside that family's helpers.
+pytest_plugins = [
+    "tests.demo_data_helpers",
+    "tests.orchestration_helpers",
+    "tests.prediction_helpers",
+    "tests.serving_helpers",
+]
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DBT = str(Path(sys.executable).parent / "dbt")
@@ -124,3 +132,11 @@ def quarantine_warehouse(tmp_path_factory) -> Warehouse:
     raw = work / "raw"
     shutil.copytree(FIXTURES / "quarantine", raw)
     return build_warehouse(raw, work, select=STAGING_SELECTION)
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been waited for)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
