@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,10 @@ class Warehouse:
 
     def scalar(self, sql: str, params=None):
         return self.query(sql, params)[0][0]
+
+    def keyed(self, sql: str, params=None) -> dict:
+        """The rows of `sql` by their first column, each the tuple of the other columns."""
+        return {row[0]: row[1:] for row in self.query(sql, params)}
 
 
 def dbt_env(warehouse_path: Path, work_dir: Path, raw_dir: Path, **extra: str) -> dict[str, str]:
@@ -123,6 +128,17 @@ STAGING_SPLITS = (
 )
 
 STAGING_SELECTION = "+staging +int_as_of_date"
+
+
+def staging_split_counts(warehouse: Warehouse) -> Iterator[tuple[str, int, int, int, int]]:
+    """Per raw source (STAGING_SPLITS): its raw rows and the rows accepted, rejected and
+    superseded in staging (0 superseded where the source has no such table)."""
+    for source, accepted, rejected, superseded in STAGING_SPLITS:
+        raw = warehouse.scalar(f"select count(*) from raw.{source}")
+        ok = warehouse.scalar(f"select count(*) from staging.{accepted}")
+        bad = warehouse.scalar(f"select count(*) from staging.{rejected}")
+        old = warehouse.scalar(f"select count(*) from staging.{superseded}") if superseded else 0
+        yield source, raw, ok, bad, old
 
 
 @pytest.fixture(scope="session")

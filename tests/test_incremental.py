@@ -141,13 +141,10 @@ def test_the_daily_runs_were_incremental_and_filtered(scenario):
 @pytest.mark.slow
 def test_the_latest_delivery_wins_and_every_raw_row_is_accounted_for(scenario):
     shop, wh = scenario["shop"], scenario["daily"]
-    orders = {
-        row[0]: row[1:]
-        for row in wh.query(
-            "select order_id, status, cast(status_changed_at as varchar), amount, source_file "
-            "from staging.stg_shop__orders"
-        )
-    }
+    orders = wh.keyed(
+        "select order_id, status, cast(status_changed_at as varchar), amount, source_file "
+        "from staging.stg_shop__orders"
+    )
     assert orders[shop.refund_now["order_id"]][:2] == ("refunded", "2025-03-30 10:00:00")
     assert orders[shop.refund_later["order_id"]][:2] == ("refunded", "2025-03-30 04:00:00")
     assert orders[shop.cancel["order_id"]][0] == "cancelled"
