@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,14 @@ import duckdb
 import pytest
 
 from customer_warehouse import ingestion
+
+# Fixtures shared by the modules of one family of tests live beside that family's helpers.
+pytest_plugins = [
+    "tests.demo_data_helpers",
+    "tests.orchestration_helpers",
+    "tests.prediction_helpers",
+    "tests.serving_helpers",
+]
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -41,6 +50,10 @@ class Warehouse:
 
     def scalar(self, sql: str, params=None):
         return self.query(sql, params)[0][0]
+
+    def keyed(self, sql: str, params=None) -> dict:
+        """The rows of `sql` by their first column, each the tuple of the other columns."""
+        return {row[0]: row[1:] for row in self.query(sql, params)}
 
 
 def dbt_env(warehouse_path: Path, work_dir: Path, raw_dir: Path, **extra: str) -> dict[str, str]:
@@ -117,6 +130,17 @@ STAGING_SPLITS = (
 STAGING_SELECTION = "+staging +int_as_of_date"
 
 
+def staging_split_counts(warehouse: Warehouse) -> Iterator[tuple[str, int, int, int, int]]:
+    """Per raw source (STAGING_SPLITS): its raw rows and the rows accepted, rejected and
+    superseded in staging (0 superseded where the source has no such table)."""
+    for source, accepted, rejected, superseded in STAGING_SPLITS:
+        raw = warehouse.scalar(f"select count(*) from raw.{source}")
+        ok = warehouse.scalar(f"select count(*) from staging.{accepted}")
+        bad = warehouse.scalar(f"select count(*) from staging.{rejected}")
+        old = warehouse.scalar(f"select count(*) from staging.{superseded}") if superseded else 0
+        yield source, raw, ok, bad, old
+
+
 @pytest.fixture(scope="session")
 def quarantine_warehouse(tmp_path_factory) -> Warehouse:
     """The hand-written quarantine fixture (every reject reason once) built through staging."""
@@ -124,3 +148,11 @@ def quarantine_warehouse(tmp_path_factory) -> Warehouse:
     raw = work / "raw"
     shutil.copytree(FIXTURES / "quarantine", raw)
     return build_warehouse(raw, work, select=STAGING_SELECTION)
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been waited for)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid

@@ -1,4 +1,5 @@
-"""Kill real runs and compare warehouses (tests/test_crash_recovery.py).
+"""Kill real runs and compare warehouses (tests/test_crash_recovery.py); record a run started in a
+given process (tests/test_dead_runs_and_pool_wait.py).
 
 A run is the real command of ``make run``, ``dagster job execute -m orchestration.definitions -j
 full_refresh`` (or ``dagster asset materialize --select ...`` for a cheaper part of the graph), in
@@ -24,10 +25,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import duckdb
+from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
 
 from .conftest import PROJECT_DIR
 from .dagster_job import TEST_PII_KEY
@@ -251,3 +255,18 @@ def differences(expected: dict, actual: dict) -> list[str]:
             (rows, _), (got_rows, _) = expected[table], actual[table]
             lines.append(f"{table}: {rows} rows expected, {got_rows} rows, or other content")
     return lines
+
+
+def started_run(instance: dg.DagsterInstance, pid: int) -> dg.DagsterRun:
+    """A full_refresh run that started in process `pid`, as the executor records it."""
+    run = instance.add_run(dg.DagsterRun(job_name="full_refresh", run_id=str(uuid.uuid4())))
+    instance.report_dagster_event(
+        DagsterEvent(DagsterEventType.PIPELINE_START.value, job_name="full_refresh"),
+        run_id=run.run_id,
+    )
+    instance.report_engine_event(
+        f"Executing steps in process (pid: {pid})",
+        run,
+        EngineEventData.in_process(pid),
+    )
+    return instance.get_run_by_id(run.run_id)

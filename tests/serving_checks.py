@@ -1,5 +1,5 @@
-"""Checks on a published serving version, shared by tests/test_serving.py and
-tests/test_orchestration.py (the full build publishes one too)."""
+"""Checks on a published serving version, shared by tests/test_serving*.py and
+tests/test_orchestration_full_build.py (the full build publishes one too)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A BI-like reader of the serving copy, run as its own process by tests/test_serving.py.
+"""A BI-like reader of the serving copy, run as its own process by tests/test_serving_readers.py.
 
     python tests/serving_reader.py SERVING_DIR STOP_FILE [PAUSE_SECONDS]
 

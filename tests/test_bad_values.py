@@ -368,7 +368,8 @@ def test_generated_rows_are_accepted_exactly_or_rejected_with_their_reason(
 ) -> None:
     work = tmp_path_factory.mktemp("bad_values")
     write_folder(work / "raw", shop)
-    # GB18030 is configured, as a shop would (auto-detection is tested in test_raw_load.py).
+    # GB18030 is configured, as a shop would (auto-detection is tested in
+    # test_raw_load_delimiters_and_encodings.py).
     encoding = "gb18030" if shop["encoding"] == "gb18030" else "auto"
     warehouse = build_warehouse(
         work / "raw", work, exclude_unit_tests=True, encodings=dict.fromkeys(SOURCES, encoding)

@@ -164,21 +164,22 @@ def test_freshness_alert_and_duckdb_values_are_used(tmp_path):
     assert settings.dbt_env["CW_DUCKDB_TEMP_DIR"] == str((tmp_path / "spill").resolve())
 
 
+# (variable, the fix its error names) -> bad values of it.
+BAD_VALUES = {
+    ("CW_MAX_RAW_AGE_HOURS", "CW_MAX_RAW_AGE_HOURS=36"): ["0", "a day", "nan"],
+    ("CW_ALERT_WEBHOOK_URL", "https://"): [
+        "hooks.example.com/x",
+        "ftp://hooks.example.com/x",
+        "http:///path-only",
+        "http://host/a b",
+    ],
+    ("CW_DUCKDB_MEMORY_LIMIT", "CW_DUCKDB_MEMORY_LIMIT=8GB"): ["8", "lots", "150%", "0GB"],
+}
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "fix"),
-    [
-        ("CW_MAX_RAW_AGE_HOURS", "0", "CW_MAX_RAW_AGE_HOURS=36"),
-        ("CW_MAX_RAW_AGE_HOURS", "a day", "CW_MAX_RAW_AGE_HOURS=36"),
-        ("CW_MAX_RAW_AGE_HOURS", "nan", "CW_MAX_RAW_AGE_HOURS=36"),
-        ("CW_ALERT_WEBHOOK_URL", "hooks.example.com/x", "https://"),
-        ("CW_ALERT_WEBHOOK_URL", "ftp://hooks.example.com/x", "https://"),
-        ("CW_ALERT_WEBHOOK_URL", "http:///path-only", "https://"),
-        ("CW_ALERT_WEBHOOK_URL", "http://host/a b", "https://"),
-        ("CW_DUCKDB_MEMORY_LIMIT", "8", "CW_DUCKDB_MEMORY_LIMIT=8GB"),
-        ("CW_DUCKDB_MEMORY_LIMIT", "lots", "CW_DUCKDB_MEMORY_LIMIT=8GB"),
-        ("CW_DUCKDB_MEMORY_LIMIT", "150%", "CW_DUCKDB_MEMORY_LIMIT=8GB"),
-        ("CW_DUCKDB_MEMORY_LIMIT", "0GB", "CW_DUCKDB_MEMORY_LIMIT=8GB"),
-    ],
+    [(variable, value, fix) for (variable, fix), values in BAD_VALUES.items() for value in values],
 )
 def test_bad_freshness_alert_and_duckdb_values_name_the_variable_and_the_fix(
     tmp_path, variable, value, fix

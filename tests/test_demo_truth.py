@@ -8,7 +8,7 @@ import pytest
 
 from customer_warehouse import demo
 
-from .conftest import STAGING_SELECTION, STAGING_SPLITS, Warehouse, build_warehouse
+from .conftest import STAGING_SELECTION, Warehouse, build_warehouse, staging_split_counts
 
 
 @pytest.fixture(scope="module", params=["csv", "parquet"])
@@ -58,16 +58,8 @@ def test_customer_rejects_are_exactly_the_planted_rows(dirty_warehouse):
 
 
 def test_nothing_is_lost(dirty_warehouse):
-    for source, accepted, rejected, superseded in STAGING_SPLITS:
-        raw = dirty_warehouse.scalar(f"select count(*) from raw.{source}")
+    for source, raw, ok, bad, old in staging_split_counts(dirty_warehouse):
         assert raw > 0, source
-        ok = dirty_warehouse.scalar(f"select count(*) from staging.{accepted}")
-        bad = dirty_warehouse.scalar(f"select count(*) from staging.{rejected}")
-        old = (
-            dirty_warehouse.scalar(f"select count(*) from staging.{superseded}")
-            if superseded
-            else 0
-        )
         assert (raw, old) == (ok + bad, 0), source
 
 

@@ -2,16 +2,16 @@
 
 A refund arriving in a later run posts a dated clawback and leaves every earlier entry
 byte-identical; a rerun adds nothing; runs in any order, repeated, give the ledger of one full
-recompute; the balance on a past date is reproducible from the ledger; pending points, points
-expiring soon, manual adjustments and the daily liability; and, through dbt, a later refund does
-not change the level (so the points) of an order placed before it.
-"""
+recompute; the balance on a past date is reproducible from the ledger; the daily liability;
+and, through dbt, a later refund does not change the level (so the points) of an order placed
+before it. Pending points, points expiring soon, manual adjustments and month ends are in
+tests/test_loyalty_ledger_balances.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,64 +20,13 @@ import numpy as np
 import pytest
 
 from customer_warehouse import loyalty
-from customer_warehouse.loyalty import LoyaltyRules, load_rules, post_ledger, rebuild_ledger
+from customer_warehouse.loyalty import load_rules, post_ledger, rebuild_ledger
 
 from .conftest import build_warehouse
-from .loyalty_reference import Adjustment, CustomerEvents, Order, Redemption, compute_ledger
-from .loyalty_warehouse import make_warehouse, read_results
-from .test_loyalty import random_customer
-
-MULTIPLIERS = {"ordinary": 1, "silver": 1.25, "gold": 1.5, "platinum": 2}
-RULES = LoyaltyRules(
-    base_points_per_currency_unit=Decimal(1),
-    birthday_month_multiplier=Decimal(2),
-    points_expiry_months=12,
-    level_multipliers=MULTIPLIERS,
-    pending_days=14,
-    expiring_soon_days=30,
-    point_value=Decimal("0.01"),
-)
-WITHOUT_POSTING_RUN = "* exclude (posted_as_of)"
-
-
-def ts(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def posted(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
-    """The append-only tables without the column that names the run (and the balances)."""
-    return {
-        table: con.execute(f"select {WITHOUT_POSTING_RUN} from {table} order by all").fetchall()
-        for table in (loyalty.LEDGER_TABLE, loyalty.REJECTS_TABLE, loyalty.DAILY_TABLE)
-    } | {
-        "balances": con.execute(
-            f"select * from {loyalty.BALANCES_TABLE} order by customer_id"
-        ).fetchall()
-    }
-
-
-def entries(con: duckdb.DuckDBPyConnection) -> dict[str, dict]:
-    """Every ledger row, whole (every column), by movement_id."""
-    relation = con.sql(f"select * from {loyalty.LEDGER_TABLE}")
-    columns = relation.columns
-    return {row[0]: dict(zip(columns, row, strict=True)) for row in relation.fetchall()}
-
-
-def balance_on(con: duckdb.DuckDBPyConnection, customer_id: str, day: date) -> int:
-    return con.execute(
-        f"select coalesce(sum(points), 0) from {loyalty.LEDGER_TABLE} "
-        "where customer_id = ? and occurred_at < ?",
-        [customer_id, day + timedelta(days=1)],
-    ).fetchone()[0]
-
-
-def set_status(con, order_id: str, status: str, changed: str) -> None:
-    con.execute(
-        "update intermediate.int_orders_joined_to_membership_levels "
-        "set status = ?, status_changed_at = ? where order_id = ?",
-        [status, ts(changed), order_id],
-    )
-
+from .loyalty_helpers import order, random_customer, ts
+from .loyalty_ledger_helpers import RULES, balance_on, entries, posted, posted_once, set_status
+from .loyalty_reference import CustomerEvents
+from .loyalty_warehouse import make_warehouse
 
 # --------------------------------------------------------------------------------------------
 # A refund arriving later
@@ -88,14 +37,12 @@ def test_a_refund_arriving_later_posts_a_dated_clawback_and_changes_nothing_post
     customer = CustomerEvents(
         "C1",
         [
-            Order("O1", ts("2025-03-01 10:00"), Decimal(100), "completed", "ordinary"),
-            Order("O2", ts("2025-03-05 10:00"), Decimal(50), "completed", "gold"),
-            Order("O3", ts("2025-03-06 10:00"), Decimal(40), "completed", "silver"),
+            order("O1", "2025-03-01 10:00", 100),
+            order("O2", "2025-03-05 10:00", 50, level="gold"),
+            order("O3", "2025-03-06 10:00", 40, level="silver"),
         ],
     )
-    with duckdb.connect() as con:
-        make_warehouse(con, [customer])
-        post_ledger(con, date(2025, 3, 10), RULES)
+    with posted_once(customer, date(2025, 3, 10)) as con:
         first = entries(con)
         assert sorted(first) == ["earn:O1", "earn:O2", "earn:O3"]
         assert balance_on(con, "C1", date(2025, 3, 10)) == 100 + 75 + 50
@@ -136,13 +83,11 @@ def test_an_order_corrected_after_its_earn_was_posted_earns_once() -> None:
     customer = CustomerEvents(
         "C1",
         [
-            Order("O1", ts("2025-03-01 10:00"), Decimal(100), "completed", "ordinary"),
-            Order("O2", ts("2025-03-05 10:00"), Decimal(50), "completed", "ordinary"),
+            order("O1", "2025-03-01 10:00", 100),
+            order("O2", "2025-03-05 10:00", 50),
         ],
     )
-    with duckdb.connect() as con:
-        make_warehouse(con, [customer])
-        post_ledger(con, date(2025, 3, 10), RULES)
+    with posted_once(customer, date(2025, 3, 10)) as con:
         first = entries(con)
         con.execute(
             "update intermediate.int_orders_joined_to_membership_levels "
@@ -260,176 +205,6 @@ def test_the_balance_on_any_past_date_is_reproducible(generated) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Pending, expiring soon, adjustments, month ends
-# --------------------------------------------------------------------------------------------
-
-
-def test_pending_points_become_available_after_the_return_window() -> None:
-    customer = CustomerEvents(
-        "C1",
-        [
-            Order("O1", ts("2025-03-01 10:00"), Decimal(100), "completed", "ordinary"),
-            Order(
-                "O2",
-                ts("2025-03-02 10:00"),
-                Decimal(30),
-                "refunded",
-                "ordinary",
-                ts("2025-03-04 10:00"),
-            ),
-        ],
-        [
-            Redemption("R1", ts("2025-03-10 10:00"), 50),  # O1 is still pending: refused
-            Redemption("R2", ts("2025-03-15 10:00"), 50),  # the moment O1 becomes available
-        ],
-    )
-    with duckdb.connect() as con:
-        make_warehouse(con, [customer])
-        post_ledger(con, date(2025, 3, 10), RULES)
-        balance = con.execute(
-            f"select points_balance, points_available, points_pending from {loyalty.BALANCES_TABLE}"
-        ).fetchone()
-        assert balance == (100, 0, 100)
-        reject = con.execute(
-            f"select redemption_id, reject_reason, available_balance from {loyalty.REJECTS_TABLE}"
-        ).fetchall()
-        assert reject == [("R1", "insufficient_balance", 0)]  # pending points are not available
-        post_ledger(con, date(2025, 3, 20), RULES)
-        rows = con.execute(
-            f"select movement_id, occurred_at, points, available_at from {loyalty.LEDGER_TABLE} "
-            "order by movement_seq"
-        ).fetchall()
-        assert rows == [
-            ("earn:O1", ts("2025-03-01 10:00"), 100, ts("2025-03-15 10:00")),
-            ("earn:O2", ts("2025-03-02 10:00"), 30, ts("2025-03-16 10:00")),
-            ("clawback:O2", ts("2025-03-04 10:00"), -30, None),  # its own pending lot, whole
-            ("redeem:R2", ts("2025-03-15 10:00"), -50, None),
-        ]
-        assert con.execute(
-            f"select points_balance, points_available, points_pending from {loyalty.BALANCES_TABLE}"
-        ).fetchone() == (50, 50, 0)
-        pending = dict(
-            con.execute(
-                f"select day, points_pending from {loyalty.DAILY_TABLE} "
-                "where day between '2025-03-01' and '2025-03-16'"
-            ).fetchall()
-        )
-        assert pending[date(2025, 3, 1)] == 100
-        assert pending[date(2025, 3, 2)] == pending[date(2025, 3, 3)] == 130
-        assert pending[date(2025, 3, 4)] == pending[date(2025, 3, 14)] == 100
-        assert pending[date(2025, 3, 15)] == pending[date(2025, 3, 16)] == 0
-    assert read_via_reference(customer, date(2025, 3, 20))
-
-
-def read_via_reference(customer: CustomerEvents, as_of: date) -> bool:
-    """The same customer through the per-customer reference gives the same ledger."""
-    with duckdb.connect() as con:
-        make_warehouse(con, [customer])
-        rebuild_ledger(con, as_of, RULES)
-        return read_results(con)[customer.customer_id] == compute_ledger(customer, RULES, as_of)
-
-
-@pytest.mark.parametrize(("window", "expected"), [(30, 20), (45, 20 + 40)])
-def test_points_expiring_soon_use_the_window_of_the_rules(window: int, expected: int) -> None:
-    rules = LoyaltyRules(
-        Decimal(1), Decimal(2), 12, MULTIPLIERS, pending_days=0, expiring_soon_days=window
-    )
-    customer = CustomerEvents(
-        "C1",
-        [
-            Order("O1", ts("2024-07-20 10:00"), Decimal(20), "completed", "ordinary"),
-            Order("O2", ts("2024-08-10 10:00"), Decimal(40), "completed", "ordinary"),
-            Order("O3", ts("2025-01-10 10:00"), Decimal(80), "completed", "ordinary"),
-        ],
-    )
-    with duckdb.connect() as con:
-        make_warehouse(con, [customer])
-        post_ledger(con, date(2025, 6, 30), rules)
-        soon, until, next_expiry = con.execute(
-            f"select points_expiring_soon, expiring_soon_until, next_expiry_date "
-            f"from {loyalty.BALANCES_TABLE}"
-        ).fetchone()
-    assert soon == expected
-    assert until == date(2025, 6, 30) + timedelta(days=window)
-    assert next_expiry == date(2025, 7, 20)
-
-
-def test_manual_adjustments_add_lots_and_take_at_most_the_available_balance() -> None:
-    customer = CustomerEvents(
-        "C1",
-        [Order("O1", ts("2025-01-10 10:00"), Decimal(100), "completed", "ordinary")],
-        [Redemption("R1", ts("2025-02-01 10:00"), 250)],
-        adjustments=[
-            Adjustment("A1", ts("2025-01-20 10:00"), 200, "goodwill"),
-            Adjustment("A2", ts("2025-03-01 10:00"), -80, "correction"),
-            Adjustment("A3", ts("2025-03-02 10:00"), -500, "fraud_reversal"),
-        ],
-    )
-    with duckdb.connect() as con:
-        make_warehouse(con, [customer])
-        post_ledger(con, date(2026, 3, 1), RULES)
-        rows = con.execute(
-            f"""
-            select movement_id, points, points_shortfall, adjustment_reason, lot_expires_at, note
-            from {loyalty.LEDGER_TABLE} order by movement_seq
-            """
-        ).fetchall()
-    assert rows == [
-        ("earn:O1", 100, None, None, ts("2026-01-24 10:00"), None),
-        ("adjust:A1", 200, None, "goodwill", ts("2026-01-20 10:00"), None),  # a lot, at once
-        ("redeem:R1", -250, None, None, None, None),  # A1's 200 first (available earlier)
-        (
-            "adjust:A2",
-            -50,
-            30,
-            "correction",
-            None,
-            "adjustment of -80 points: 30 could not be taken (the available balance did not "
-            "cover them)",
-        ),
-        (
-            "adjust:A3",
-            0,
-            500,
-            "fraud_reversal",
-            None,
-            "adjustment of -500 points: 500 could not be taken (the available balance did not "
-            "cover them)",
-        ),
-    ]
-    assert read_via_reference(customer, date(2026, 3, 1))
-
-
-def test_month_end_clamps_that_reorder_expiries_are_exact() -> None:
-    """Jan 30 23:00 and Jan 31 10:00 both expire on the last day of February (day clamped,
-    time kept), so the lot that became available later expires first: each lot loses only
-    what is left of itself."""
-    rules = LoyaltyRules(Decimal(1), Decimal(2), 1, MULTIPLIERS)
-    customer = CustomerEvents(
-        "C1",
-        [
-            Order("O1", ts("2024-01-30 23:00"), Decimal(100), "completed", "ordinary"),
-            Order("O2", ts("2024-01-31 10:00"), Decimal(100), "completed", "ordinary"),
-        ],
-        [Redemption("R1", ts("2024-02-01 10:00"), 150)],
-    )
-    with duckdb.connect() as con:
-        make_warehouse(con, [customer])
-        post_ledger(con, date(2024, 3, 31), rules)
-        rows = con.execute(
-            f"select movement_id, occurred_at, points from {loyalty.LEDGER_TABLE} "
-            "order by movement_seq"
-        ).fetchall()
-    assert rows == [
-        ("earn:O1", ts("2024-01-30 23:00"), 100),
-        ("earn:O2", ts("2024-01-31 10:00"), 100),
-        ("redeem:R1", ts("2024-02-01 10:00"), -150),  # all of O1, 50 of O2 (oldest first)
-        ("expire:O2", ts("2024-02-29 10:00"), -50),  # O1 (expiring at 23:00) is empty
-    ]
-    assert compute_ledger(customer, rules, date(2024, 3, 31)).ledger[3].points == -50
-
-
-# --------------------------------------------------------------------------------------------
 # The daily liability
 # --------------------------------------------------------------------------------------------
 
@@ -538,11 +313,7 @@ def test_the_seeded_rules_are_what_the_posting_uses(tmp_path: Path) -> None:
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
         make_warehouse(
             con,
-            [
-                CustomerEvents(
-                    "C1", [Order("O1", ts("2025-01-01"), Decimal(10), "completed", "gold")]
-                )
-            ],
+            [CustomerEvents("C1", [order("O1", "2025-01-01", 10, level="gold")])],
             as_of=date(2025, 1, 31),
         )
         post_ledger(con)

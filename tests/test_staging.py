@@ -10,7 +10,14 @@ from decimal import Decimal
 
 import pytest
 
-from .conftest import FIXTURES, STAGING_SELECTION, STAGING_SPLITS, build_warehouse, dbt_env, run_dbt
+from .conftest import (
+    FIXTURES,
+    STAGING_SELECTION,
+    build_warehouse,
+    dbt_env,
+    run_dbt,
+    staging_split_counts,
+)
 
 
 def _expected_reasons(source: str = "orders") -> dict[int, str]:
@@ -51,13 +58,10 @@ def test_every_bad_point_adjustment_row_has_its_reason(quarantine_warehouse):
 
 
 def test_good_rows_are_accepted_and_standardized(quarantine_warehouse):
-    rows = {
-        r[0]: r[1:]
-        for r in quarantine_warehouse.query(
-            "select order_id, ordered_at, amount, currency, channel, status, is_purchase, "
-            "has_customer_record from staging.stg_shop__orders"
-        )
-    }
+    rows = quarantine_warehouse.keyed(
+        "select order_id, ordered_at, amount, currency, channel, status, is_purchase, "
+        "has_customer_record from staging.stg_shop__orders"
+    )
     assert set(rows) == {"Q01", "Q02", "Q14", "Q15"}
     # Q14: unknown customer kept with a flag; 'usd' → USD at the seed's rate; aliases applied.
     assert rows["Q14"][1:] == (Decimal("72.00"), "USD", "online_shop", "cancelled", False, False)
@@ -68,15 +72,7 @@ def test_good_rows_are_accepted_and_standardized(quarantine_warehouse):
 
 
 def test_raw_rows_equal_accepted_plus_rejected_for_every_source(quarantine_warehouse):
-    for source, accepted, rejected, superseded in STAGING_SPLITS:
-        raw = quarantine_warehouse.scalar(f"select count(*) from raw.{source}")
-        ok = quarantine_warehouse.scalar(f"select count(*) from staging.{accepted}")
-        bad = quarantine_warehouse.scalar(f"select count(*) from staging.{rejected}")
-        old = (
-            quarantine_warehouse.scalar(f"select count(*) from staging.{superseded}")
-            if superseded
-            else 0
-        )
+    for source, raw, ok, bad, old in staging_split_counts(quarantine_warehouse):
         # one export per source: no later delivery supersedes anything
         assert (raw, old) == (ok + bad, 0), source
     # and dbt's own singular test ran in the build
@@ -84,13 +80,10 @@ def test_raw_rows_equal_accepted_plus_rejected_for_every_source(quarantine_wareh
 
 
 def test_customers_are_standardized_and_bad_ones_quarantined(quarantine_warehouse):
-    customers = {
-        r[0]: r[1:]
-        for r in quarantine_warehouse.query(
-            "select customer_id, province, region, birth_date, has_invalid_birth_date, "
-            "has_marketing_consent from staging.stg_shop__customers"
-        )
-    }
+    customers = quarantine_warehouse.keyed(
+        "select customer_id, province, region, birth_date, has_invalid_birth_date, "
+        "has_marketing_consent from staging.stg_shop__customers"
+    )
     assert customers["c2"][:2] == ("Guangdong", "South")  # ' guangdong province '
     assert customers["c2"][2:4] == (None, True)  # bad birth date kept, flagged
     assert customers["c3"][:2] == ("Heilongjiang", "Northeast")
