@@ -4,17 +4,30 @@
     explained in seeds/reject_reasons.csv.
 -#}
 
-{#- `{% call cw_reject_reason() %} when ... {% endcall %} as reject_reason`: the rules every
-    shop export shares come first (a superseded row is history, not a reject; then
-    malformed_row, then field_problem), then the entity's own `when`s of the call block, in
-    their order. `latest_delivery_wins`: false for a model without is_superseded. -#}
-{% macro cw_reject_reason(latest_delivery_wins=true) -%}
+{#- `{% call cw_reject_reason(required=[...]) %} when ... {% endcall %} as reject_reason`: the
+    rules every shop export shares come first (a superseded row is history, not a reject; then
+    malformed_row, then field_problem, then missing_<column> for each of `required`, the key
+    columns, in their order; then conflicting_duplicate unless `conflicts` is false, then
+    exact_duplicate), then the entity's own `when`s of the call block, in their order. Without
+    a call block (`{{ cw_reject_reason(...) }}`) the entity's own `when`s are `rules`, if any.
+    `latest_delivery_wins`: false for a model without is_superseded. -#}
+{% macro cw_reject_reason(required=[], conflicts=true, latest_delivery_wins=true, rules='') -%}
     case
             {%- if latest_delivery_wins %}
             when is_superseded then null
             {%- endif %}
             when load_error is not null then 'malformed_row'
-            when field_problem is not null then field_problem{{ caller() }}
+            when field_problem is not null then field_problem
+            {%- for column in required %}
+            when {{ column }} is null then 'missing_{{ column }}'
+            {%- endfor %}
+            {%- if conflicts %}
+            when has_conflicting_versions then 'conflicting_duplicate'
+            {%- endif %}
+            when copy_number > 1 then 'exact_duplicate'
+            {%- if caller is defined %}{{ caller() }}{% elif rules %}
+            {{ rules }}
+            {%- endif %}
         end
 {%- endmacro %}
 

@@ -8,9 +8,7 @@
 
 with
 
-orders as (
-    select ordered_date from {{ ref('stg_shop__orders') }}
-),
+orders as (select ordered_date from {{ ref('stg_shop__orders') }}),
 
 last_order as (
     select max(ordered_date) as last_order_date from orders

@@ -7,25 +7,19 @@
 -#}
 with
 
-customers as (
-    select * from {{ ref('int_customers_filtered_to_as_of_date') }}
-),
-
 customer_records as (
-    select * from {{ ref('stg_shop__customers') }}
+    {{ cw_records_of_known_customers(['email', 'phone', 'birth_date', 'has_marketing_consent']) }}
 ),
 
 consenting as (
     select
-        customers.customer_id,
-        customer_records.email,
-        customer_records.phone,
-        customer_records.birth_date
-    from customers
-    inner join customer_records
-        on customers.customer_id = customer_records.customer_id
-    where customer_records.has_marketing_consent
-        and (customer_records.email is not null or customer_records.phone is not null)
+        customer_id,
+        email,
+        phone,
+        birth_date
+    from customer_records
+    where has_marketing_consent
+        and (email is not null or phone is not null)
 ),
 
 final as (

@@ -9,9 +9,7 @@ birth_dates as (
     {{ cw_birth_dates_of_known_customers() }}
 ),
 
-age_bands as (
-    select * from {{ ref('age_bands') }}
-),
+age_bands as (select * from {{ ref('age_bands') }}),
 
 ages as (
     select

@@ -10,17 +10,11 @@
 -#}
 with
 
-customers as (
-    select * from {{ ref('int_customers_filtered_to_as_of_date') }}
-),
+customers as (select * from {{ ref('int_customers_filtered_to_as_of_date') }}),
 
-purchase_stats as (
-    select * from {{ ref('int_orders_aggregated_to_customers') }}
-),
+purchase_stats as (select * from {{ ref('int_orders_aggregated_to_customers') }}),
 
-lifecycle_stage_thresholds as (
-    select * from {{ ref('lifecycle_stage_thresholds') }}
-),
+lifecycle_stage_thresholds as (select * from {{ ref('lifecycle_stage_thresholds') }}),
 
 buyer_days as (
     select

@@ -7,13 +7,9 @@
 -#}
 with
 
-rfm_scores as (
-    select * from {{ ref('int_customers_scored_on_rfm') }}
-),
+rfm_scores as (select * from {{ ref('int_customers_scored_on_rfm') }}),
 
-value_tier_rules as (
-    select * from {{ ref('value_tier_rules') }}
-),
+value_tier_rules as (select * from {{ ref('value_tier_rules') }}),
 
 matching_rules as (
     select

@@ -19,21 +19,13 @@
 -#}
 with
 
-customers as (
-    select customer_id from {{ ref('int_customers_filtered_to_as_of_date') }}
-),
+customers as (select customer_id from {{ ref('int_customers_filtered_to_as_of_date') }}),
 
-customer_days as (
-    select * from {{ ref('int_orders_aggregated_to_customer_days') }}
-),
+customer_days as (select * from {{ ref('int_orders_aggregated_to_customer_days') }}),
 
-membership_levels as (
-    select * from {{ ref('membership_levels') }}
-),
+membership_levels as (select * from {{ ref('membership_levels') }}),
 
-as_of as (
-    select as_of_date from {{ ref('int_as_of_date') }}
-),
+as_of as (select as_of_date from {{ ref('int_as_of_date') }}),
 
 settings as (
     {{ cw_tier_settings() }}
@@ -225,12 +217,9 @@ customer_levels as (
         ) as level_rank,
         below_since.below_held_level_since
     from balances_on_as_of_date
-    left join qualified_ranks
-        on balances_on_as_of_date.customer_id = qualified_ranks.customer_id
-    left join held_ranks
-        on balances_on_as_of_date.customer_id = held_ranks.customer_id
-    left join below_since
-        on balances_on_as_of_date.customer_id = below_since.customer_id
+    left join qualified_ranks using (customer_id)
+    left join held_ranks using (customer_id)
+    left join below_since using (customer_id)
 ),
 
 final as (

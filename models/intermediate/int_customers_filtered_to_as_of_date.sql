@@ -8,24 +8,13 @@
 -#}
 with
 
-customers as (
-    select * from {{ ref('stg_shop__customers') }}
-),
+customers as (select * from {{ ref('stg_shop__customers') }}),
 
-orders as (
-    select * from {{ ref('int_orders_filtered_to_as_of_date') }}
-),
-
-as_of as (
-    select as_of_date from {{ ref('int_as_of_date') }}
-),
+orders as (select * from {{ ref('int_orders_filtered_to_as_of_date') }}),
 
 registered_by_as_of_date as (
-    select customers.customer_id
-    from customers
-    cross join as_of
-    where customers.signed_up_date is null
-        or customers.signed_up_date <= as_of.as_of_date
+    select customer_id from customers
+    where signed_up_date is null or signed_up_date <= {{ as_of_date() }}
 ),
 
 ordering_customers as (
@@ -49,9 +38,8 @@ final as (
         customers.region,
         customers.acquisition_channel,
         coalesce(customers.has_marketing_consent, false) as has_marketing_consent,
-        as_of.as_of_date
+        {{ as_of_date() }} as as_of_date
     from spine
-    cross join as_of
     left join customers
         on spine.customer_id = customers.customer_id
 )

@@ -12,13 +12,9 @@
 -#}
 with
 
-purchase_stats as (
-    select * from {{ ref('int_orders_aggregated_to_customers') }}
-),
+purchase_stats as (select * from {{ ref('int_orders_aggregated_to_customers') }}),
 
-rfm_score_bins as (
-    select * from {{ ref('rfm_score_bins') }}
-),
+rfm_score_bins as (select * from {{ ref('rfm_score_bins') }}),
 
 buyers as (
     select

@@ -6,17 +6,11 @@
 -#}
 with
 
-order_items as (
-    select * from {{ ref('stg_shop__order_items') }}
-),
+order_items as (select * from {{ ref('stg_shop__order_items') }}),
 
-products as (
-    select * from {{ ref('stg_shop__products') }}
-),
+products as (select * from {{ ref('stg_shop__products') }}),
 
-orders as (
-    select * from {{ ref('int_orders_filtered_to_as_of_date') }}
-),
+orders as (select * from {{ ref('int_orders_filtered_to_as_of_date') }}),
 
 purchase_lines as (
     select

@@ -12,17 +12,11 @@
 -#}
 with
 
-orders as (
-    select * from {{ ref('int_orders_filtered_to_as_of_date') }}
-),
+orders as (select * from {{ ref('int_orders_filtered_to_as_of_date') }}),
 
-customer_days as (
-    select * from {{ ref('int_orders_aggregated_to_customer_days') }}
-),
+customer_days as (select * from {{ ref('int_orders_aggregated_to_customer_days') }}),
 
-as_of as (
-    select as_of_date from {{ ref('int_as_of_date') }}
-),
+as_of as (select as_of_date from {{ ref('int_as_of_date') }}),
 
 order_totals as (
     select

@@ -9,13 +9,7 @@
 ] %}
 with
 
-orders as (
-    select * from {{ ref('stg_shop__orders') }}
-),
-
-as_of as (
-    select as_of_date from {{ ref('int_as_of_date') }}
-),
+orders as (select * from {{ ref('stg_shop__orders') }}),
 
 cut_off as (
     select
@@ -24,10 +18,9 @@ cut_off as (
         {%- endfor %}
         orders.status as final_status,
         orders.status_changed_at as final_status_changed_at,
-        as_of.as_of_date
+        {{ as_of_date() }} as as_of_date
     from orders
-    cross join as_of
-    where orders.ordered_date <= as_of.as_of_date
+    where orders.ordered_date <= {{ as_of_date() }}
 ),
 
 statuses_as_of as (

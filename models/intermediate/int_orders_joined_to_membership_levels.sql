@@ -26,9 +26,7 @@ orders as (
     {{ cw_orders_of_affected_customers() }}
 ),
 
-membership_levels as (
-    select * from {{ ref('membership_levels') }}
-),
+membership_levels as (select * from {{ ref('membership_levels') }}),
 
 settings as (
     {{ cw_tier_settings() }}

@@ -9,9 +9,7 @@
 {%- set known_channel_list = "'" ~ known_channels | join("', '") ~ "'" %}
 with
 
-orders as (
-    select * from {{ ref('int_orders_filtered_to_as_of_date') }}
-),
+orders as (select * from {{ ref('int_orders_filtered_to_as_of_date') }}),
 
 purchases as (
     select

@@ -10,27 +10,15 @@
 -#}
 with
 
-responses as (
-    select * from {{ ref('stg_surveys__responses') }}
-),
+responses as (select * from {{ ref('stg_surveys__responses') }}),
 
-nps_categories as (
-    select * from {{ ref('nps_categories') }}
-),
+nps_categories as (select * from {{ ref('nps_categories') }}),
 
-needs_segments as (
-    select * from {{ ref('needs_segments') }}
-),
-
-as_of as (
-    select as_of_date from {{ ref('int_as_of_date') }}
-),
+needs_segments as (select * from {{ ref('needs_segments') }}),
 
 responses_as_of as (
-    select responses.*
-    from responses
-    cross join as_of
-    where responses.submitted_date <= as_of.as_of_date
+    select * from responses
+    where submitted_date <= {{ as_of_date() }}
 ),
 
 response_totals as (

@@ -16,17 +16,11 @@
 -#}
 with
 
-tiers as (
-    select * from {{ ref('customer_tiers') }}
-),
+tiers as (select * from {{ ref('customer_tiers') }}),
 
-contacts as (
-    select * from {{ ref('int_customer_contacts_filtered_to_consent') }}
-),
+contacts as (select * from {{ ref('int_customer_contacts_filtered_to_consent') }}),
 
-membership_levels as (
-    select * from {{ ref('membership_levels') }}
-),
+membership_levels as (select * from {{ ref('membership_levels') }}),
 
 settings as (
     {{ cw_tier_settings() }}
@@ -135,11 +129,11 @@ final as (
         {{ cw_as_text('reminders.reminder_type') }} as reminder_type,
         reminders.due_date,
         {{ cw_as_text('reminders.reason') }} as reason,
-        {{ cw_as_text('contactable.contact_channel') }} as contact_channel,
-        {{ cw_as_text('contactable.value_tier') }} as value_tier,
-        {{ cw_as_text('contactable.lifecycle_stage') }} as lifecycle_stage,
-        {{ cw_as_text('contactable.membership_level') }} as membership_level,
-        {{ cw_as_text('contactable.recommended_action') }} as recommended_action,
+        {%- for column in [
+            'contact_channel', 'value_tier', 'lifecycle_stage', 'membership_level', 'recommended_action'
+        ] %}
+            {{ cw_as_text('contactable.' ~ column) }} as {{ column }},
+        {%- endfor %}
         contactable.as_of_date
     from reminders
     inner join contactable

@@ -6,29 +6,17 @@
 {%- set channels = var('channels') + ['other'] %}
 with
 
-customers as (
-    select * from {{ ref('int_customers_filtered_to_as_of_date') }}
-),
+customers as (select * from {{ ref('int_customers_filtered_to_as_of_date') }}),
 
-purchase_stats as (
-    select * from {{ ref('int_orders_aggregated_to_customers') }}
-),
+purchase_stats as (select * from {{ ref('int_orders_aggregated_to_customers') }}),
 
-channel_mix as (
-    select * from {{ ref('int_orders_pivoted_to_customer_channels') }}
-),
+channel_mix as (select * from {{ ref('int_orders_pivoted_to_customer_channels') }}),
 
-customer_categories as (
-    select * from {{ ref('int_order_items_aggregated_to_customer_categories') }}
-),
+customer_categories as (select * from {{ ref('int_order_items_aggregated_to_customer_categories') }}),
 
-survey_answers as (
-    select * from {{ ref('int_survey_responses_aggregated_to_customers') }}
-),
+survey_answers as (select * from {{ ref('int_survey_responses_aggregated_to_customers') }}),
 
-age_bands as (
-    select * from {{ ref('int_customers_assigned_to_age_bands') }}
-),
+age_bands as (select * from {{ ref('int_customers_assigned_to_age_bands') }}),
 
 favourite_categories as (
     select
@@ -95,16 +83,11 @@ final as (
         {{ cw_as_text('survey_answers.nps_category') }} as nps_category,
         {{ cw_as_text("coalesce(survey_answers.needs_segment, 'unknown')") }} as needs_segment
     from customers
-    left join purchase_stats
-        on customers.customer_id = purchase_stats.customer_id
-    left join channel_mix
-        on customers.customer_id = channel_mix.customer_id
-    left join favourite_categories
-        on customers.customer_id = favourite_categories.customer_id
-    left join survey_answers
-        on customers.customer_id = survey_answers.customer_id
-    left join age_bands
-        on customers.customer_id = age_bands.customer_id
+    left join purchase_stats using (customer_id)
+    left join channel_mix using (customer_id)
+    left join favourite_categories using (customer_id)
+    left join survey_answers using (customer_id)
+    left join age_bands using (customer_id)
 )
 
 select * from final

@@ -27,9 +27,7 @@
 
 with
 
-tiers as (
-    select * from {{ ref('customer_tiers') }}
-),
+tiers as (select * from {{ ref('customer_tiers') }}),
 
 final as (
     select

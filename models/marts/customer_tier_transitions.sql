@@ -12,9 +12,7 @@
 -#}
 with
 
-history as (
-    select * from {{ ref('customer_tier_history') }}
-),
+history as (select * from {{ ref('customer_tier_history') }}),
 
 history_with_previous as (
     select

@@ -9,25 +9,15 @@
 -#}
 with
 
-features as (
-    select * from {{ ref('customer_features') }}
-),
+features as (select * from {{ ref('customer_features') }}),
 
-value_tiers as (
-    select * from {{ ref('int_customers_assigned_to_value_tiers') }}
-),
+value_tiers as (select * from {{ ref('int_customers_assigned_to_value_tiers') }}),
 
-lifecycle_stages as (
-    select * from {{ ref('int_customers_assigned_to_lifecycle_stages') }}
-),
+lifecycle_stages as (select * from {{ ref('int_customers_assigned_to_lifecycle_stages') }}),
 
-membership as (
-    select * from {{ ref('int_customers_evaluated_for_membership_levels') }}
-),
+membership as (select * from {{ ref('int_customers_evaluated_for_membership_levels') }}),
 
-marketing_strategies as (
-    select * from {{ ref('marketing_strategies') }}
-),
+marketing_strategies as (select * from {{ ref('marketing_strategies') }}),
 
 segmented as (
     select
@@ -62,12 +52,9 @@ segmented as (
         membership.spend_to_keep_level,
         membership.orders_to_keep_level
     from features
-    left join value_tiers
-        on features.customer_id = value_tiers.customer_id
-    left join lifecycle_stages
-        on features.customer_id = lifecycle_stages.customer_id
-    left join membership
-        on features.customer_id = membership.customer_id
+    left join value_tiers using (customer_id)
+    left join lifecycle_stages using (customer_id)
+    left join membership using (customer_id)
 ),
 
 strategy_matches as (

@@ -15,9 +15,7 @@
 
 with
 
-history as (
-    select * from {{ ref('customer_tier_history') }}
-),
+history as (select * from {{ ref('customer_tier_history') }}),
 
 compared as (
     select

@@ -8,13 +8,9 @@
 -#}
 with
 
-features as (
-    select * from {{ ref('customer_features') }}
-),
+features as (select * from {{ ref('customer_features') }}),
 
-tiers as (
-    select * from {{ ref('customer_tiers') }}
-),
+tiers as (select * from {{ ref('customer_tiers') }}),
 
 customer_segments as (
     select

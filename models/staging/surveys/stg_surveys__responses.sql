@@ -1,9 +1,7 @@
 {#- Responses were validated on ingestion (customer_warehouse/ingestion/surveys.py); here only renamed. -#}
 with
 
-source as (
-    select * from {{ source('surveys', 'survey_responses') }}
-),
+source as (select * from {{ source('surveys', 'survey_responses') }}),
 
 final as (
     select

@@ -8,17 +8,11 @@
 -#}
 with
 
-orders as (
-    select * from {{ ref('int_orders_filtered_to_as_of_date') }}
-),
+orders as (select * from {{ ref('int_orders_filtered_to_as_of_date') }}),
 
-joined as (
-    select * from {{ ref('int_orders_joined_to_membership_levels') }}
-),
+joined as (select * from {{ ref('int_orders_joined_to_membership_levels') }}),
 
-membership_levels as (
-    select * from {{ ref('membership_levels') }}
-),
+membership_levels as (select * from {{ ref('membership_levels') }}),
 
 settings as (
     {{ cw_tier_settings() }}

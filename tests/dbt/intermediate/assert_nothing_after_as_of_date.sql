@@ -1,26 +1,17 @@
 {#- The as-of cut-off: no order, purchase day or status change later than the as-of date. -#}
 with
 
-as_of as (
-    select as_of_date from {{ ref('int_as_of_date') }}
-),
+orders as (select * from {{ ref('int_orders_filtered_to_as_of_date') }}),
 
-orders as (
-    select * from {{ ref('int_orders_filtered_to_as_of_date') }}
-),
-
-customer_days as (
-    select * from {{ ref('int_orders_aggregated_to_customer_days') }}
-),
+customer_days as (select * from {{ ref('int_orders_aggregated_to_customer_days') }}),
 
 late_orders as (
     select
         orders.order_id as offending_id,
         'order placed or changed after the as-of date' as problem
     from orders
-    cross join as_of
-    where orders.ordered_date > as_of.as_of_date
-        or cast(orders.status_changed_at as date) > as_of.as_of_date
+    where orders.ordered_date > {{ as_of_date() }}
+        or cast(orders.status_changed_at as date) > {{ as_of_date() }}
 ),
 
 late_purchase_days as (
@@ -28,8 +19,7 @@ late_purchase_days as (
         customer_days.customer_id as offending_id,
         'purchase day after the as-of date' as problem
     from customer_days
-    cross join as_of
-    where customer_days.purchase_date > as_of.as_of_date
+    where customer_days.purchase_date > {{ as_of_date() }}
 )
 
 select * from late_orders

@@ -5,13 +5,9 @@
 -#}
 with
 
-reminders as (
-    select * from {{ ref('crm_reminders') }}
-),
+reminders as (select * from {{ ref('crm_reminders') }}),
 
-customers as (
-    select * from {{ ref('stg_shop__customers') }}
-)
+customers as (select * from {{ ref('stg_shop__customers') }})
 
 select
     reminders.reminder_id,

@@ -1,13 +1,9 @@
 {#- customer_tiers and customer_features describe exactly the same customers. -#}
 with
 
-features as (
-    select customer_id from {{ ref('customer_features') }}
-),
+features as (select customer_id from {{ ref('customer_features') }}),
 
-tiers as (
-    select customer_id from {{ ref('customer_tiers') }}
-)
+tiers as (select customer_id from {{ ref('customer_tiers') }})
 
 select
     coalesce(features.customer_id, tiers.customer_id) as customer_id,

@@ -5,13 +5,9 @@
 -#}
 with
 
-tiers as (
-    select * from {{ ref('customer_tiers') }}
-),
+tiers as (select * from {{ ref('customer_tiers') }}),
 
-membership_levels as (
-    select * from {{ ref('membership_levels') }}
-)
+membership_levels as (select * from {{ ref('membership_levels') }})
 
 select
     tiers.customer_id,

@@ -17,9 +17,7 @@
 
 with
 
-personal_columns as (
-    select lower(column_name) as column_name from {{ ref('personal_columns') }}
-),
+personal_columns as (select lower(column_name) as column_name from {{ ref('personal_columns') }}),
 
 declared_columns as (
     {%- for model_name, column_name in declared %}

@@ -1,13 +1,9 @@
 {#- Each dimension of tier_summary covers every customer and all revenue of customer_features. -#}
 with
 
-summary as (
-    select * from {{ ref('tier_summary') }}
-),
+summary as (select * from {{ ref('tier_summary') }}),
 
-features as (
-    select * from {{ ref('customer_features') }}
-),
+features as (select * from {{ ref('customer_features') }}),
 
 feature_totals as (
     select

@@ -4,13 +4,9 @@
 -#}
 with
 
-history as (
-    select * from {{ ref('customer_tier_history') }}
-),
+history as (select * from {{ ref('customer_tier_history') }}),
 
-versions as (
-    select * from {{ ref('customer_tiers_history') }}
-),
+versions as (select * from {{ ref('customer_tiers_history') }}),
 
 matches as (
     select

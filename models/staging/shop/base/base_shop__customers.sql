@@ -10,21 +10,13 @@
     or birth date after the previous run's start (the verdict depends on the run's moment) and
     the rows of customers with an erasure request that still hold a personal value.
 -#}
-{{ config(
-    unique_key=['source_file', 'source_row'],
-    pre_hook="{{ cw_incremental_pre_hook('raw_rows') }}",
-    post_hook="{{ cw_incremental_post_hook('raw_rows', 'customers') }}",
-) }}
-{%- set raw_columns = cw_shop_raw_columns('customers') -%}
-{%- set plan = cw_incremental_plan('raw_rows') -%}
-{%- set raw_key = cw_raw_dedup_key(blank_to_null('customer_id')) -%}
+{%- set raw_columns, plan, raw_key = cw_shop_base_model('customers', 'customer_id') -%}
 
 with
 
-{% call cw_incremental_source('customers', plan, raw_key) %}
+{% call cw_incremental_source('customers', plan, raw_key, after_previous_run=['signed_up_at']) %}
     select dedup_key from {{ this }}
-    where signed_up_at > {{ cw_previous_run_started(plan) }}
-        or parsed_birth_date > cast({{ cw_previous_run_started(plan) }} as date)
+    where parsed_birth_date > cast({{ cw_previous_run_started(plan) }} as date)
     union
     select built.dedup_key
     from {{ this }} as built
@@ -36,9 +28,7 @@ with
         or built.raw_birth_date is not null
 {%- endcall %},
 
-region_mapping as (
-    select * from {{ ref('region_mapping') }}
-),
+region_mapping as (select * from {{ ref('region_mapping') }}),
 
 typed as (
     select
@@ -90,12 +80,10 @@ standardized as (
 final as (
     select
         *,
-        {% call cw_reject_reason() %}
-            when customer_id is null then 'missing_customer_id'
-            when has_conflicting_versions then 'conflicting_duplicate'
-            when copy_number > 1 then 'exact_duplicate'
-            {{ cw_timestamp_reject_reasons('signed_up_at', required=false) }}
-        {%- endcall %} as reject_reason
+        {{ cw_reject_reason(
+            required=['customer_id'],
+            rules=cw_timestamp_reject_reasons('signed_up_at', required=false),
+        ) }} as reject_reason
     from duplicates_marked
 )
 

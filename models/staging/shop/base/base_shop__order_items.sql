@@ -8,14 +8,7 @@
     Incremental like base_shop__orders; the lines of an order are also taken again when the
     order's own acceptance changed (is_order_accepted).
 -#}
-{{ config(
-    unique_key=['source_file', 'source_row'],
-    pre_hook="{{ cw_incremental_pre_hook('raw_rows') }}",
-    post_hook="{{ cw_incremental_post_hook('raw_rows', 'order_items') }}",
-) }}
-{%- set raw_columns = cw_shop_raw_columns('order_items') -%}
-{%- set plan = cw_incremental_plan('raw_rows') -%}
-{%- set raw_key = cw_raw_dedup_key(blank_to_null('order_id')) -%}
+{%- set raw_columns, plan, raw_key = cw_shop_base_model('order_items', 'order_id') -%}
 
 with
 
@@ -63,10 +56,7 @@ duplicates_marked as (
 final as (
     select
         *,
-        {% call cw_reject_reason() %}
-            when order_id is null then 'missing_order_id'
-            when product_id is null then 'missing_product_id'
-            when copy_number > 1 then 'exact_duplicate'
+        {% call cw_reject_reason(required=['order_id', 'product_id'], conflicts=false) %}
             when not is_order_accepted then 'order_not_accepted'
             when quantity is null then 'unparseable_quantity'
             when quantity <= 0 then 'non_positive_quantity'

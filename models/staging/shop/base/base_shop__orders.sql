@@ -20,16 +20,9 @@
     erasure request; all else in this model is per order, so those rows decide exactly as a
     full refresh would.
 -#}
-{{ config(
-    unique_key=['source_file', 'source_row'],
-    pre_hook="{{ cw_incremental_pre_hook('raw_rows') }}",
-    post_hook="{{ cw_incremental_post_hook('raw_rows', 'orders') }}",
-) }}
-{%- set raw_columns = cw_shop_raw_columns('orders') -%}
+{%- set raw_columns, plan, raw_key = cw_shop_base_model('orders', 'order_id') -%}
 {#- Amounts in the order's own currency above this cannot be real in any currency. -#}
 {%- set max_original_amount = 10000000000000 -%}
-{%- set plan = cw_incremental_plan('raw_rows') -%}
-{%- set raw_key = cw_raw_dedup_key(blank_to_null('order_id')) -%}
 
 with
 
@@ -43,11 +36,9 @@ customers_file as (
     select count(*) > 0 as has_customers_file from known_customers
 ),
 
-{% call cw_incremental_source('orders', plan, raw_key) %}
-    select dedup_key from {{ this }}
-    where ordered_at > {{ cw_previous_run_started(plan) }}
-        or status_changed_at > {{ cw_previous_run_started(plan) }}
-    union
+{% call cw_incremental_source(
+    'orders', plan, raw_key, after_previous_run=['ordered_at', 'status_changed_at']
+) %}
     select built.dedup_key
     from {{ this }} as built
     cross join customers_file
@@ -57,17 +48,11 @@ customers_file as (
         or built.has_customers_file <> customers_file.has_customers_file
 {%- endcall %},
 
-status_aliases as (
-    select * from {{ ref('order_status_aliases') }}
-),
+status_aliases as (select * from {{ ref('order_status_aliases') }}),
 
-channel_aliases as (
-    select * from {{ ref('channel_aliases') }}
-),
+channel_aliases as (select * from {{ ref('channel_aliases') }}),
 
-currency_rates as (
-    select * from {{ ref('currency_rates') }}
-),
+currency_rates as (select * from {{ ref('currency_rates') }}),
 
 typed as (
     select
@@ -122,10 +107,7 @@ standardized as (
 final as (
     select
         *,
-        {% call cw_reject_reason() %}
-            when order_id is null then 'missing_order_id'
-            when has_conflicting_versions then 'conflicting_duplicate'
-            when copy_number > 1 then 'exact_duplicate'
+        {% call cw_reject_reason(required=['order_id']) %}
             when customer_id is null then 'missing_customer_id'
             {{ cw_timestamp_reject_reasons('ordered_at') }}
             when amount_problem = 'missing' then 'missing_amount'

@@ -16,13 +16,9 @@
 
 with
 
-source as (
-    select * from {{ source('shop', 'point_adjustments') }}
-),
+source as (select * from {{ source('shop', 'point_adjustments') }}),
 
-reasons as (
-    select * from {{ ref('point_adjustment_reasons') }}
-),
+reasons as (select * from {{ ref('point_adjustment_reasons') }}),
 
 typed as (
     select
@@ -52,10 +48,7 @@ duplicates_marked as (
 final as (
     select
         *,
-        {% call cw_reject_reason(latest_delivery_wins=false) %}
-            when adjustment_id is null then 'missing_adjustment_id'
-            when has_conflicting_versions then 'conflicting_duplicate'
-            when copy_number > 1 then 'exact_duplicate'
+        {% call cw_reject_reason(required=['adjustment_id'], latest_delivery_wins=false) %}
             when customer_id is null then 'missing_customer_id'
             {{ cw_timestamp_reject_reasons('adjusted_at') }}
             when points is null then 'unparseable_points'

@@ -3,14 +3,7 @@
     Latest delivery wins, as for orders (base_shop__orders): older rows of a product are
     superseded (staging.superseded_products). Incremental like base_shop__orders.
 -#}
-{{ config(
-    unique_key=['source_file', 'source_row'],
-    pre_hook="{{ cw_incremental_pre_hook('raw_rows') }}",
-    post_hook="{{ cw_incremental_post_hook('raw_rows', 'products') }}",
-) }}
-{%- set raw_columns = cw_shop_raw_columns('products') -%}
-{%- set plan = cw_incremental_plan('raw_rows') -%}
-{%- set raw_key = cw_raw_dedup_key(blank_to_null('product_id')) -%}
+{%- set raw_columns, plan, raw_key = cw_shop_base_model('products', 'product_id') -%}
 
 with
 
@@ -32,11 +25,7 @@ typed as (
 final as (
     select
         *,
-        {% call cw_reject_reason() %}
-            when product_id is null then 'missing_product_id'
-            when has_conflicting_versions then 'conflicting_duplicate'
-            when copy_number > 1 then 'exact_duplicate'
-        {%- endcall %} as reject_reason
+        {{ cw_reject_reason(required=['product_id']) }} as reject_reason
     from duplicates_marked
 )
 

@@ -7,21 +7,11 @@
     superseded (staging.superseded_redemptions). Incremental like base_shop__orders; rows
     re-checked besides changed deliveries: redeemed after the previous run's start.
 -#}
-{{ config(
-    unique_key=['source_file', 'source_row'],
-    pre_hook="{{ cw_incremental_pre_hook('raw_rows') }}",
-    post_hook="{{ cw_incremental_post_hook('raw_rows', 'redemptions') }}",
-) }}
-{%- set raw_columns = cw_shop_raw_columns('redemptions') -%}
-{%- set plan = cw_incremental_plan('raw_rows') -%}
-{%- set raw_key = cw_raw_dedup_key(blank_to_null('redemption_id')) -%}
+{%- set raw_columns, plan, raw_key = cw_shop_base_model('redemptions', 'redemption_id') -%}
 
 with
 
-{% call cw_incremental_source('redemptions', plan, raw_key) %}
-    select dedup_key from {{ this }}
-    where redeemed_at > {{ cw_previous_run_started(plan) }}
-{%- endcall %},
+{{ cw_incremental_source('redemptions', plan, raw_key, after_previous_run=['redeemed_at']) }},
 
 typed as (
     select
@@ -44,8 +34,6 @@ final as (
     select
         *,
         {% call cw_reject_reason() %}
-            when has_conflicting_versions then 'conflicting_duplicate'
-            when copy_number > 1 then 'exact_duplicate'
             when customer_id is null then 'missing_customer_id'
             {{ cw_timestamp_reject_reasons('redeemed_at') }}
             when points is null then 'unparseable_points'
