@@ -169,34 +169,46 @@ def _in_existing_folder(variable: str, value: str, fix: str) -> Path:
     return path
 
 
+def _amount(
+    variable: str, value: str | None, default: float, high: float, unit: str, purpose: str
+) -> float:
+    """A number of ``unit`` in (0, ``high``]; '' or None means ``default``. ``purpose`` says
+    what the setting is for, in the error message."""
+    if _unset(value):
+        return default
+    number = _number(value)
+    if not 0 < number <= high:  # also false for nan
+        raise ConfigError(
+            f"{variable}={value!r} is not a number of {unit}. Set it to {purpose} (more than 0, "
+            f"at most {high:g}), or unset it for the default ({default:g} {unit})."
+        )
+    return number
+
+
 def parse_pool_wait_timeout(value: str | None) -> float:
     """CW_POOL_WAIT_TIMEOUT: seconds (> 0, at most a week); '' or None means the default."""
-    if _unset(value):
-        return DEFAULT_POOL_WAIT_TIMEOUT_S
-    seconds = _number(value)
-    if not 0 < seconds <= 7 * 24 * 3600:  # also false for nan
-        raise ConfigError(
-            f"{POOL_WAIT_TIMEOUT_VARIABLE}={value!r} is not a number of seconds. Set it to how "
-            "long a step may wait for the DuckDB writer pool while another run holds it, for "
-            f"example {POOL_WAIT_TIMEOUT_VARIABLE}=3600 (more than 0, at most 604800), or unset "
-            f"it for the default ({DEFAULT_POOL_WAIT_TIMEOUT_S:g} s)."
-        )
-    return seconds
+    return _amount(
+        POOL_WAIT_TIMEOUT_VARIABLE,
+        value,
+        DEFAULT_POOL_WAIT_TIMEOUT_S,
+        7 * 24 * 3600,
+        "seconds",
+        "how long a step may wait for the DuckDB writer pool while another run holds it, for "
+        f"example {POOL_WAIT_TIMEOUT_VARIABLE}=3600",
+    )
 
 
 def parse_max_raw_age_hours(value: str | None) -> float:
     """CW_MAX_RAW_AGE_HOURS: hours (> 0, at most a year); '' or None means the default."""
-    if _unset(value):
-        return DEFAULT_MAX_RAW_AGE_HOURS
-    hours = _number(value)
-    if not 0 < hours <= 366 * 24:  # also false for nan
-        raise ConfigError(
-            f"{MAX_RAW_AGE_VARIABLE}={value!r} is not a number of hours. Set it to how old the "
-            "newest raw delivery may be before a run warns that it works on stale data, for "
-            f"example {MAX_RAW_AGE_VARIABLE}=36 (more than 0, at most 8784), or unset it for "
-            f"the default ({DEFAULT_MAX_RAW_AGE_HOURS:g} hours)."
-        )
-    return hours
+    return _amount(
+        MAX_RAW_AGE_VARIABLE,
+        value,
+        DEFAULT_MAX_RAW_AGE_HOURS,
+        366 * 24,
+        "hours",
+        "how old the newest raw delivery may be before a run warns that it works on stale "
+        f"data, for example {MAX_RAW_AGE_VARIABLE}=36",
+    )
 
 
 def parse_alert_log(value: str | None, warehouse_path: Path) -> Path | None:

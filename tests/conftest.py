@@ -71,15 +71,23 @@ def dbt_env(warehouse_path: Path, work_dir: Path, raw_dir: Path, **extra: str) -
 
 
 def run_dbt(
-    args: list[str], env: dict[str, str], *, check: bool = True
+    args: list[str],
+    env: dict[str, str],
+    *,
+    check: bool = True,
+    project: Path = PROJECT_DIR,
+    command: str = DBT,
 ) -> subprocess.CompletedProcess:
+    """``dbt ARGS`` (or another tool of the venv, such as MetricFlow's ``mf``) in ``project``
+    (the project itself or a copy, tests/project_copy.py); a failure shows the output's tail."""
     proc = subprocess.run(
-        [DBT, *args], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=1800
+        [command, *args], cwd=project, env=env, capture_output=True, text=True, timeout=1800
     )
     if check and proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-60:])
+        name = Path(command).name
         raise AssertionError(
-            f"dbt {' '.join(args)} failed ({proc.returncode}):\n{tail}\n{proc.stderr[-2000:]}"
+            f"{name} {' '.join(args)} failed ({proc.returncode}):\n{tail}\n{proc.stderr[-2000:]}"
         )
     return proc
 

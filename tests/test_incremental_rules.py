@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import duckdb
@@ -19,7 +18,7 @@ import yaml
 
 from customer_warehouse import ingestion
 
-from .conftest import DBT, FIXTURES, PROJECT_DIR, dbt_env
+from .conftest import FIXTURES, PROJECT_DIR, dbt_env, run_dbt
 from .project_copy import project_copy
 
 STATE_MACROS = PROJECT_DIR / "macros" / "incremental" / "incremental_state.sql"
@@ -49,15 +48,11 @@ def test_every_var_the_models_read_is_in_the_rules_fingerprint():
 
 def _run(project: Path, env: dict[str, str]) -> str:
     """A daily run of MODEL (and what it is built from); the line saying how it was built."""
-    proc = subprocess.run(
-        [DBT, "run", "--select", f"+{MODEL}", "--project-dir", str(project)],
-        cwd=project,
-        env={**env, "DBT_PROFILES_DIR": str(project)},
-        capture_output=True,
-        text=True,
-        timeout=900,
+    proc = run_dbt(
+        ["run", "--select", f"+{MODEL}", "--project-dir", str(project)],
+        {**env, "DBT_PROFILES_DIR": str(project)},
+        project=project,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     found = re.search(rf'"{MODEL}": incremental run, (\w+ \([^)]*\))', proc.stdout)
     return found.group(1) if found else "not an incremental run"
 

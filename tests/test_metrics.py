@@ -23,7 +23,7 @@ from customer_warehouse import demo
 from customer_warehouse.ingestion import surveys
 from orchestration.defs import build_definitions
 
-from .conftest import DBT, Warehouse, build_warehouse, dbt_env
+from .conftest import DBT, Warehouse, build_warehouse, dbt_env, run_dbt
 from .dagster_job import isolated_dbt_paths, run_job, step_failures
 from .dagster_server import free_port, wait_for
 from .project_copy import project_copy
@@ -44,15 +44,7 @@ def warehouse(tmp_path_factory) -> Warehouse:
     # `mf` reads target/semantic_manifest.json of the project it runs in: a copy, parsed for
     # this warehouse with the read-only target, as `make metrics` does.
     project = project_copy(work)
-    proc = subprocess.run(
-        [DBT, "parse", "--quiet"],
-        cwd=project,
-        env=_env(built, project),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    run_dbt(["parse", "--quiet"], _env(built, project), project=project)
     return built
 
 
@@ -67,15 +59,9 @@ def mf_query(warehouse: Warehouse, *args: str) -> list[dict[str, str]]:
     out = warehouse.work_dir / "mf.csv"
     out.unlink(missing_ok=True)
     project = warehouse.work_dir / "project"
-    proc = subprocess.run(
-        [MF, "query", *args, "--csv", str(out)],
-        cwd=project,
-        env=_env(warehouse, project),
-        capture_output=True,
-        text=True,
-        timeout=600,
+    run_dbt(
+        ["query", *args, "--csv", str(out)], _env(warehouse, project), project=project, command=MF
     )
-    assert proc.returncode == 0 and out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     with out.open(newline="") as handle:
         return list(csv.DictReader(handle))
 
@@ -228,15 +214,7 @@ def test_make_docs_serves_the_site_with_the_python_marts(tmp_path):
     built = Warehouse(path=warehouse_path, raw_dir=raw, work_dir=tmp_path)
     project = project_copy(tmp_path)
     env = _env(built, project)
-    generated = subprocess.run(
-        [DBT, "docs", "generate"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert generated.returncode == 0, generated.stdout[-3000:]
+    run_dbt(["docs", "generate"], env, project=project)
     catalog = json.loads((project / "target" / "catalog.json").read_text())
     manifest = json.loads((project / "target" / "manifest.json").read_text())
     assert "model.customer_warehouse.orders" in catalog["nodes"]

@@ -16,7 +16,6 @@ import calendar
 import csv
 import filecmp
 import shutil
-import subprocess
 from collections import defaultdict
 from datetime import date, timedelta
 from decimal import Decimal
@@ -29,7 +28,8 @@ import pytest
 from customer_warehouse import demo, tier_report
 from customer_warehouse.ingestion import surveys
 
-from .conftest import DBT, PROJECT_DIR, Warehouse, build_warehouse, dbt_env
+from .conftest import PROJECT_DIR, Warehouse, build_warehouse, dbt_env, run_dbt
+from .project_copy import project_copy
 
 pytestmark = pytest.mark.slow
 
@@ -234,17 +234,6 @@ def test_value_tiers_and_stages_are_the_first_matching_seed_row(warehouse: Wareh
         )
 
 
-def _copy_project(target: Path) -> Path:
-    """The dbt project (not the Python package, data or outputs) in `target`."""
-    target.mkdir(parents=True)
-    for name in ["dbt_project.yml", "profiles.yml"]:
-        shutil.copy2(PROJECT_DIR / name, target / name)
-    for folder in ["models", "macros", "seeds", "tests/dbt"]:
-        if (PROJECT_DIR / folder).exists():
-            shutil.copytree(PROJECT_DIR / folder, target / folder)
-    return target
-
-
 def _rewrite_seed(project: Path, name: str, edit) -> None:
     path = project / "seeds" / "tiers" / f"{name}.csv"
     with path.open(newline="") as handle:
@@ -268,7 +257,7 @@ def test_thresholds_changed_in_the_seeds_change_the_tiers_with_no_sql_edit(
     warehouse: Warehouse, tmp_path: Path
 ) -> None:
     before = _tiers(warehouse)
-    project = _copy_project(tmp_path / "project")
+    project = project_copy(tmp_path)
 
     def stricter_high_value(row):
         if row["value_tier"] == "high_value":
@@ -301,15 +290,7 @@ def test_thresholds_changed_in_the_seeds_change_the_tiers_with_no_sql_edit(
     shutil.copy2(warehouse.path, path)
     env = dbt_env(path, tmp_path, warehouse.raw_dir, DBT_PROFILES_DIR=str(project))
     for args in (["seed", "--select", "path:seeds/tiers"], ["run", "--select", "int_as_of_date+"]):
-        proc = subprocess.run(
-            [DBT, *args, "--project-dir", str(project)],
-            cwd=project,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode == 0, proc.stdout[-3000:]
+        run_dbt([*args, "--project-dir", str(project)], env, project=project)
     with duckdb.connect(str(path), read_only=True) as con:
         after = con.execute("select * from marts.customer_tiers").df().set_index("customer_id")
 
