@@ -22,8 +22,8 @@ from .dagster_job import isolated_dbt_paths
 
 DEMO_CUSTOMERS = 1000
 DEMO_DIRTY_RATE = 0.01
-LAYERS = {"raw", "seeds", "staging", "intermediate", "marts", "reports", "exports", "serving",
-          "privacy"}  # fmt: skip
+LAYERS = {"raw", "seeds", "staging", "intermediate", "marts", "semantic", "reports", "exports",
+          "serving", "privacy"}  # fmt: skip
 PREDICTION_TABLES = ("marts.customer_predictions", "marts.clv_model_params")
 SURVEY_UNIQUE_TEST = "unique_stg_surveys__responses_response_id"
 

@@ -44,6 +44,10 @@ from .serving_checks import assert_nothing_personal, content_mismatches, persona
 
 pytestmark = pytest.mark.usefixtures("dbt_paths")
 
+#: MetricFlow's time spine holds every day from 1970 to 2050, so every birth date too; a day
+#: of the calendar belongs to nobody, so the erasure scan skips it.
+CALENDAR = ("semantic", "metricflow_time_spine")
+
 
 @pytest.fixture(scope="module")
 def full_build(defs, demo_dir, tmp_path_factory):
@@ -234,6 +238,8 @@ def test_an_erasure_request_removes_personal_values_everywhere_and_orders_still_
             "where data_type in ('VARCHAR', 'DATE') order by 1, 2, 3"
         ).fetchall()
         for schema, table, column in columns:  # every value of every text or date column
+            if (schema, table) == CALENDAR:
+                continue
             hits += [
                 f"{schema}.{table}.{column}: {row[0]}"
                 for row in con.execute(
