@@ -257,10 +257,13 @@ class DbtRun:
     exception: BaseException | None = None
 
     def failures(self) -> dict[str, str]:
+        """Nodes that did not succeed. An exposure is never run (`dbt build` reports it as
+        no-op), so only its other statuses count."""
         return {
             uid: f"{status}: {self.messages.get(uid, '')}"
             for uid, status in self.statuses.items()
             if status not in ("success", "pass")
+            and not (uid.startswith("exposure.") and status == "no-op")
         }
 
     def count(self, resource_type: str, status: str | None = None) -> int:
